@@ -1,0 +1,1 @@
+"""Reading results: figures and tables from run folders."""

@@ -1,0 +1,98 @@
+"""Figures the notebooks show: training curves, clips (frames + spectrogram), probe tables, confusion.
+
+Each function returns a matplotlib Figure (and never calls ``plt.show``), so notebooks display it
+and tests can render it headless.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(values) < window:
+        return values
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def plot_training_curves(rows: list[dict], smooth: int = 10, title: str = ""):
+    """Loss, positive/negative similarity and top-1 accuracy against step (rows from metrics.csv)."""
+    steps = np.array([r["step"] for r in rows])
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
+    panels = [("loss", ["loss", "v2a_loss", "a2v_loss"]), ("cosine similarity", ["pos_sim", "neg_sim"]),
+              ("top-1 (positive ranked first)", ["top1"])]
+    for ax, (ylabel, keys) in zip(axes, panels):
+        for key in keys:
+            if rows and key in rows[0]:
+                values = _smooth(np.array([r[key] for r in rows], dtype=float), smooth)
+                ax.plot(steps[len(steps) - len(values):], values, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or f"training curves (moving average over {smooth} steps)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_clip(frames: np.ndarray, spectrogram: np.ndarray, title: str = "", max_frames: int = 8):
+    """A strip of frames (T, H, W, 3) above the clip's log-mel spectrogram (n_mels, time)."""
+    picks = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
+    fig = plt.figure(figsize=(1.6 * len(picks), 3.6))
+    grid = fig.add_gridspec(2, len(picks), height_ratios=[1, 1.1])
+    for column, index in enumerate(picks):
+        ax = fig.add_subplot(grid[0, column])
+        ax.imshow(frames[index])
+        ax.set_title(f"frame {index}", fontsize=7)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    ax.imshow(spectrogram, origin="lower", aspect="auto", cmap="magma")
+    ax.set_xlabel("time (10 ms hops)")
+    ax.set_ylabel("mel bin")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def probe_table(probe: dict, baseline: dict | None = None) -> str:
+    """A Markdown table of probe accuracies (and the random-init baseline and the gain, if given)."""
+    header = "| modality | probe | trained |" + (" random init | gain (points) |" if baseline else "")
+    rule = "|---|---|---:|" + ("---:|---:|" if baseline else "")
+    lines = [header, rule]
+    for modality in ("video", "audio"):
+        for kind in ("linear", "knn"):
+            row = f"| {modality} | {kind} | {probe[modality][kind]:.3f} |"
+            if baseline:
+                base = baseline[modality][kind]
+                row += f" {base:.3f} | {100 * (probe[modality][kind] - base):+.1f} |"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def plot_confusion(labels: np.ndarray, predictions: np.ndarray, class_names: list[str], title: str = ""):
+    """Row-normalised confusion matrix (true class by row)."""
+    n = len(class_names)
+    counts = np.zeros((n, n))
+    np.add.at(counts, (labels, predictions), 1)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(0.45 * n + 3, 0.45 * n + 2.5))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

@@ -1,0 +1,203 @@
+"""One frozen dataclass per notebook: defaults and validation in one place.
+
+Each field maps one-to-one onto a literal in the notebook's ``parameters`` cell, so that
+``papermill notebooks/02_pretrain.ipynb out.ipynb -p sampler random`` and
+``PretrainConfig(sampler="random")`` mean exactly the same run.  ``from_dict`` rejects unknown
+keys (a misspelt papermill parameter should fail loudly, not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Name of the embedded procedural dataset (``avlib.data.synthetic``).
+EMBEDDED_DATASET = "avsynth"
+
+
+class ConfigError(ValueError):
+    """A parameter has a value outside what the run can use; the message names the parameter."""
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"parameter {name}={value!r} is not valid; valid choices: {sorted(choices)}")
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"parameter {name}={value!r} must be {bound}")
+
+
+def _check_fraction(name: str, value: float, *, closed_top: bool = False) -> None:
+    if not (0.0 <= value < 1.0 or (closed_top and value == 1.0)):
+        raise ConfigError(f"parameter {name}={value!r} must lie in [0, 1{']' if closed_top else ')'}")
+
+
+class _Config:
+    """Shared helpers for the frozen configs below."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]):
+        """Build from a notebook's globals: exactly the dataclass's fields, each of which must be present."""
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        missing = [name for name in names if name not in namespace]
+        if missing:
+            raise ConfigError(f"the parameters cell lacks {missing} (fields of {cls.__name__})")
+        return cls(**{name: namespace[name] for name in names})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(_Config):
+    """Parameters of ``notebooks/02_pretrain.ipynb`` (cross-modal MoCo pretraining + probes)."""
+
+    # what to train on and with which method
+    sampler: str = "random"
+    dataset: str = EMBEDDED_DATASET  # the embedded dataset's name, or a path to a manifest CSV
+    dataset_root: str | None = None  # where a manifest's relative paths resolve (default: its folder)
+    run_dir: str = "runs/default"
+    seed: int = 0
+    # embedded dataset (ignored for a manifest path); its seed is separate from the training seed
+    dataset_seed: int = 0
+    num_classes: int = 10
+    clips_per_class: int = 60
+    faulty_pair_rate: float = 0.0
+    # decoding and windows
+    clip_seconds: float = 3.0  # length of every clip in the decoded cache (embedded clips have this duration)
+    fps: int = 8
+    frame_size: int = 64
+    sample_rate: int = 16000
+    window_s: float = 1.5  # the temporally aligned window each modality sees
+    crop_size: int = 48
+    n_mels: int = 64
+    on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
+    # model
+    video_encoder: str = "light3d"
+    audio_encoder: str = "light2d"
+    embedding_dim: int = 128
+    # contrastive learning
+    epochs: int = 60
+    batch_size: int = 32
+    dictionary_size: int = 256
+    temperature: float = 0.07
+    momentum: float = 0.99
+    mask_same_clip: bool = True  # drop stale queue copies of the query's own clip from its negatives
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 30
+    # execution
+    device: str = "cpu"
+    num_threads: int = 1  # torch intra-op threads (1 measured fastest on 2 shared cores)
+    num_workers: int = 1  # data-loading processes (0 = in the training process)
+    checkpoint_every: int = 50
+    resume: bool = True
+    max_steps: int | None = None  # stop early (tests, smoke runs); None = epochs * steps per epoch
+    probe: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS
+        from avlib.samplers import SAMPLERS
+
+        _check_choice("sampler", self.sampler, SAMPLERS.keys())
+        _check_choice("video_encoder", self.video_encoder, VIDEO_ENCODERS.keys())
+        _check_choice("audio_encoder", self.audio_encoder, AUDIO_ENCODERS.keys())
+        _check_choice("optimizer", self.optimizer, {"sgd", "adamw"})
+        _check_choice("on_bad_clip", self.on_bad_clip, {"skip", "raise"})
+        if not self.device.startswith(("cpu", "cuda")):
+            raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
+        for name in ("num_classes", "clips_per_class", "fps", "frame_size", "sample_rate", "crop_size",
+                     "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size",
+                     "num_threads", "checkpoint_every"):
+            _check_positive(name, getattr(self, name))
+        for name in ("clip_seconds", "window_s", "temperature", "lr"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
+        _check_positive("num_workers", self.num_workers, allow_zero=True)
+        _check_fraction("momentum", self.momentum)
+        _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
+        if self.batch_size < 2:
+            raise ConfigError("parameter batch_size must be >= 2: each query needs other clips as negatives")
+        if self.crop_size > self.frame_size:
+            raise ConfigError(f"parameter crop_size={self.crop_size} must be <= frame_size={self.frame_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"parameter max_steps={self.max_steps!r} must be None or >= 1")
+        if self.window_s > self.clip_seconds:
+            raise ConfigError(f"parameter window_s={self.window_s} must be <= clip_seconds={self.clip_seconds}")
+        if round(self.window_s * self.fps) < 4:
+            raise ConfigError(f"parameters window_s*fps={self.window_s * self.fps:g} must give >= 4 frames")
+
+    @property
+    def window_frames(self) -> int:
+        return int(round(self.window_s * self.fps))
+
+    @property
+    def window_samples(self) -> int:
+        # exactly the audio that spans the video window, so the two stay aligned sample-for-frame
+        return int(round(self.window_frames / self.fps * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class DataConfig(_Config):
+    """Parameters of ``notebooks/01_data.ipynb`` (generate/load a dataset and look at it)."""
+
+    dataset: str = EMBEDDED_DATASET
+    dataset_root: str | None = None
+    num_classes: int = 10
+    clips_per_class: int = 60
+    faulty_pair_rate: float = 0.0
+    dataset_seed: int = 0
+    clip_seconds: float = 3.0
+    fps: int = 8
+    frame_size: int = 64
+    sample_rate: int = 16000
+    on_bad_clip: str = "skip"
+    show_clips: int = 4
+
+    def __post_init__(self) -> None:
+        _check_choice("on_bad_clip", self.on_bad_clip, {"skip", "raise"})
+        for name in ("num_classes", "clips_per_class", "clip_seconds", "fps", "frame_size", "sample_rate"):
+            _check_positive(name, getattr(self, name))
+        _check_positive("show_clips", self.show_clips, allow_zero=True)
+        _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
+
+
+@dataclass(frozen=True)
+class DownstreamConfig(_Config):
+    """Parameters of ``notebooks/04_downstream.ipynb`` (probes on a run folder's checkpoint)."""
+
+    run_dir: str = "runs/default"
+    checkpoint: str = "last"  # "last" or a file name inside run_dir/checkpoints
+    num_threads: int = 1
+    eval_windows: int = 3
+    knn_k: int = 5
+
+    def __post_init__(self) -> None:
+        _check_positive("num_threads", self.num_threads)
+        _check_positive("eval_windows", self.eval_windows)
+        _check_positive("knn_k", self.knn_k)

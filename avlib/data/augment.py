@@ -1,0 +1,81 @@
+"""Per-clip transforms: video augmentation with torchvision.transforms.v2, audio as log-mel spectrograms.
+
+Every random choice is drawn inside ``seeded(seed)``, a private RNG scope: a training sample's
+augmentation depends only on (run seed, step, slot in the batch), never on how many random numbers
+were drawn before.  That is what makes a killed-and-resumed run replay exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torchaudio
+from torchvision.transforms import v2
+
+# Kinetics-style normalisation constants for RGB in [0, 1].
+VIDEO_MEAN = torch.tensor([0.45, 0.45, 0.45]).view(3, 1, 1, 1)
+VIDEO_STD = torch.tensor([0.225, 0.225, 0.225]).view(3, 1, 1, 1)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block with torch's CPU RNG seeded to ``seed``; restore the outer state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class VideoTransform:
+    """uint8 frames (T, H, W, 3) -> normalised float (3, T, crop, crop).
+
+    Training: random resized crop, horizontal flip and colour jitter, with the SAME parameters for
+    every frame of the clip (v2 treats the leading T dimension as a batch sharing one draw), so
+    motion is preserved.  Evaluation: the whole frame resized to crop x crop.
+    """
+
+    def __init__(self, crop_size: int, train: bool):
+        if train:
+            self.transform = v2.Compose([
+                v2.RandomResizedCrop(crop_size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+            ])
+        else:
+            self.transform = v2.Resize((crop_size, crop_size), antialias=True)
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        assert frames.ndim == 4 and frames.shape[-1] == 3, f"expected (T, H, W, 3) uint8, got {frames.shape}"
+        video = torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W), copied off the memmap
+        video = self.transform(video)
+        video = video.permute(1, 0, 2, 3).float().div_(255.0)  # (3, T, crop, crop)
+        return (video - VIDEO_MEAN) / VIDEO_STD
+
+
+class AudioTransform:
+    """Mono waveform (S,) -> standardised log-mel spectrogram (1, n_mels, frames).
+
+    25 ms windows with a 10 ms hop, as in the audio encoders of AVID and CM-ACC.  Each spectrogram
+    is standardised on its own, which removes overall loudness (a nuisance, not content).  Training
+    adds SpecAugment-style time and frequency masking (Park et al. 2019).
+    """
+
+    def __init__(self, sample_rate: int, n_mels: int, train: bool):
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=2 * int(0.016 * sample_rate), win_length=int(0.025 * sample_rate),
+            hop_length=int(0.010 * sample_rate),
+            n_mels=n_mels, f_min=50.0, f_max=sample_rate / 2,
+        )
+        self.train = train
+        self.freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, n_mels // 8))
+        self.time_mask = torchaudio.transforms.TimeMasking(time_mask_param=15)
+
+    def __call__(self, waveform: np.ndarray) -> torch.Tensor:
+        spec = self.mel(torch.from_numpy(np.array(waveform, dtype=np.float32)))  # (n_mels, frames)
+        spec = torch.log(spec + 1e-6)
+        spec = (spec - spec.mean()) / (spec.std() + 1e-5)
+        spec = spec.unsqueeze(0)  # (1, n_mels, frames)
+        if self.train:
+            spec = self.time_mask(self.freq_mask(spec))
+        return spec

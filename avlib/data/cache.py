@@ -1,0 +1,277 @@
+"""Decoded cache: decode every clip of a manifest once, then memory-map the arrays forever after.
+
+Why: H.264/AAC decoding dominates the cost of small-model training on short clips; after the first
+epoch nothing should be decoded again.  All clips are cut (or rejected if too short) to ONE fixed
+length ``clip_seconds`` so they stack into two dense arrays that ``np.load(mmap_mode="r")`` reopens
+instantly and that worker processes share through the page cache.
+
+Layout of ``<cache_dir>/<key>/``::
+
+    video.npy   uint8   (N, T, H, W, 3)   T = round(clip_seconds * fps), H = W = frame_size
+    audio.npy   float32 (N, S)            S = round(clip_seconds * sample_rate)
+    index.json  format version, key, decode params, the manifest's columns and class names, the
+                kept rows (manifest row number, clip id, label, split, every raw column) and the
+                skipped rows with their reasons.
+
+Clip ``i`` is the span [start, start + clip_seconds) of its file, ``start`` from the manifest's
+``start`` column (0 if absent); frame 0 and audio sample 0 are that start (see
+:mod:`avlib.data.decode` for the exact conventions).
+
+The ``key`` hashes the manifest rows (every column, the resolved paths and each file's size and
+mtime), the decode parameters and :data:`CACHE_FORMAT_VERSION`, so any change rebuilds.  A build
+writes into a temporary sibling folder that is renamed into place only when complete, so a killed
+build never leaves a cache that looks complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avlib.data.decode import DecodeError, decode_clip
+from avlib.data.manifest import Manifest, ManifestError
+
+__all__ = ["CACHE_FORMAT_VERSION", "DecodedCache", "cache_key"]
+
+CACHE_FORMAT_VERSION = 1
+
+
+def cache_key(manifest: Manifest, *, fps: float, frame_size: int, sample_rate: int,
+              clip_seconds: float) -> str:
+    """sha256 (hex, 24 chars) of the manifest rows + media file stats, decode params, version."""
+    rows = []
+    for n, row, path in zip(manifest.row_numbers, manifest.rows, manifest.paths):
+        try:
+            st = path.stat()
+            stat = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stat = None
+        rows.append([n, sorted(row.items()), str(path), stat])
+    payload = {"version": CACHE_FORMAT_VERSION, "rows": rows, "class_names": manifest.class_names,
+               "params": _params(fps, frame_size, sample_rate, clip_seconds)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _params(fps, frame_size, sample_rate, clip_seconds) -> dict:
+    return {"fps": float(fps), "frame_size": int(frame_size), "sample_rate": int(sample_rate),
+            "clip_seconds": float(clip_seconds)}
+
+
+def _pool_context():
+    """fork where available: it works from scripts and notebooks without a ``__main__`` guard, and
+    the workers only use numpy and PyAV (never torch/OpenMP), so forking a threaded parent is safe.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _decode_row(job: tuple) -> tuple[int, np.ndarray | None, np.ndarray | None, str | None]:
+    """Worker: decode one row to exactly (T, H, W, 3) / (S,), or return the reason it cannot."""
+    i, path, start, end, p = job
+    t0 = start or 0.0
+    if end is not None and end - t0 < p["clip_seconds"] - 1e-6:
+        return i, None, None, (f"too short: start..end spans {end - t0:.3f}s < clip_seconds="
+                               f"{p['clip_seconds']:g}")
+    T = int(round(p["clip_seconds"] * p["fps"]))
+    S = int(round(p["clip_seconds"] * p["sample_rate"]))
+    try:
+        clip = decode_clip(path, fps=p["fps"], frame_size=p["frame_size"],
+                           sample_rate=p["sample_rate"], start=start,
+                           end=t0 + p["clip_seconds"])
+    except DecodeError as exc:
+        return i, None, None, exc.reason
+    if len(clip.frames) < T:
+        return i, None, None, (f"too short: {len(clip.frames) / p['fps']:.3f}s decoded "
+                               f"< clip_seconds={p['clip_seconds']:g}")
+    return i, clip.frames[:T], clip.audio[:S], None
+
+
+class DecodedCache:
+    """Memory-mapped decoded clips of one manifest at fixed decode parameters.
+
+    Attributes: ``video`` uint8 (N, T, H, W, 3), ``audio`` float32 (N, S) (both read-only
+    memmaps), ``labels`` int64 (N,), ``class_names``, ``clip_ids``, ``splits``, ``row_numbers``
+    (int64, 1-based manifest rows), ``skipped`` [(row, path, reason)], ``params`` and ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        index_file = self.path / "index.json"
+        if not index_file.is_file():
+            raise FileNotFoundError(f"{self.path}: not a complete decoded cache (no index.json)")
+        self.index = json.loads(index_file.read_text())
+        if self.index.get("format_version") != CACHE_FORMAT_VERSION:
+            raise ValueError(f"{self.path}: cache format {self.index.get('format_version')} "
+                             f"!= {CACHE_FORMAT_VERSION}; rebuild it")
+        self.params: dict = self.index["params"]
+        self.video = np.load(self.path / "video.npy", mmap_mode="r")  # (N, T, H, W, 3) uint8
+        self.audio = np.load(self.path / "audio.npy", mmap_mode="r")  # (N, S) float32
+        rows = self.index["rows"]
+        self.class_names: list[str] = list(self.index["class_names"])
+        self.labels = np.array([r["label_index"] for r in rows], dtype=np.int64)  # (N,)
+        self.clip_ids: list[str] = [r["clip_id"] for r in rows]
+        self.splits = np.array([r["split"] for r in rows], dtype=object)  # (N,)
+        self.row_numbers = np.array([r["row"] for r in rows], dtype=np.int64)  # (N,)
+        self.skipped: list[tuple[int, str, str]] = [tuple(s) for s in self.index["skipped"]]
+        if len(self.video) != len(rows) or len(self.audio) != len(rows):
+            raise ValueError(f"{self.path}: arrays hold {len(self.video)}/{len(self.audio)} clips "
+                             f"but index.json lists {len(rows)}")
+
+    # -- convenience --------------------------------------------------------------------------
+    fps = property(lambda self: self.params["fps"])
+    frame_size = property(lambda self: self.params["frame_size"])
+    sample_rate = property(lambda self: self.params["sample_rate"])
+    clip_seconds = property(lambda self: self.params["clip_seconds"])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return (f"DecodedCache({len(self)} clips, video {tuple(self.video.shape)}, audio "
+                f"{tuple(self.audio.shape)}, {len(self.class_names)} classes, "
+                f"{len(self.skipped)} skipped, at {self.path})")
+
+    def select(self, split: str) -> np.ndarray:
+        """int64 indices of the clips in a split."""
+        return np.flatnonzero(self.splits == split).astype(np.int64)
+
+    def column(self, name: str) -> np.ndarray:
+        """Any manifest column as an array: int64 if every value is an int, float64 if every value
+        is a number, else str objects."""
+        if name not in self.index["columns"]:
+            raise KeyError(f"{self.path}: no column {name!r}; columns are {self.index['columns']}")
+        raw = [r["columns"][name] for r in self.index["rows"]]
+        for kind in (int, float):
+            try:
+                return np.array([kind(v) for v in raw], dtype=np.int64 if kind is int else
+                                np.float64)
+            except ValueError:
+                pass
+        return np.array(raw, dtype=object)
+
+    # -- build ----------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, manifest: Manifest, cache_dir: str | os.PathLike, *, fps: float,
+              frame_size: int, sample_rate: int, clip_seconds: float, on_error: str = "raise",
+              workers: int = 1, progress: bool = True) -> "DecodedCache":
+        """Open the cache for (manifest, params) under ``cache_dir``, decoding it first if absent.
+
+        ``on_error="raise"``: a row that cannot be decoded or is shorter than ``clip_seconds``
+        raises ManifestError naming the row and path.  ``"skip"``: it is left out and listed in
+        ``skipped`` (also when reopening).  ``workers > 1`` decodes in a process pool.
+        """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if clip_seconds <= 0 or fps <= 0 or frame_size <= 0 or sample_rate <= 0:
+            raise ValueError("fps, frame_size, sample_rate and clip_seconds must be positive")
+        if len(manifest) == 0:
+            raise ManifestError(f"{manifest.source}: no rows to cache")
+        key = cache_key(manifest, fps=fps, frame_size=frame_size, sample_rate=sample_rate,
+                        clip_seconds=clip_seconds)
+        final = Path(cache_dir) / key
+        if not (final / "index.json").is_file():
+            cls._build_into(final, key, manifest, _params(fps, frame_size, sample_rate,
+                                                          clip_seconds), on_error, workers,
+                            progress)
+        cache = cls(final)
+        if on_error == "raise" and cache.skipped:
+            n, path, why = cache.skipped[0]
+            raise ManifestError(f"{manifest.source}: row {n} (line {n + 1}), {path}: {why} "
+                                f"(cache at {final} was built with on_error='skip')")
+        return cache
+
+    @staticmethod
+    def _build_into(final: Path, key: str, manifest: Manifest, params: dict, on_error: str,
+                    workers: int, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{key}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        N = len(manifest)
+        T = int(round(params["clip_seconds"] * params["fps"]))
+        S = int(round(params["clip_seconds"] * params["sample_rate"]))
+        size = params["frame_size"]
+        jobs = [(i, str(p), s, e, params) for i, (p, s, e) in
+                enumerate(zip(manifest.paths, manifest.starts, manifest.ends))]
+        t_start = time.perf_counter()
+        try:
+            video = np.lib.format.open_memmap(tmp / "video.full.npy", mode="w+", dtype=np.uint8,
+                                              shape=(N, T, size, size, 3))
+            audio = np.lib.format.open_memmap(tmp / "audio.full.npy", mode="w+",
+                                              dtype=np.float32, shape=(N, S))
+            kept, skipped = [], []
+            pool = None
+            if workers > 1 and N > 1:
+                pool = _pool_context().Pool(min(workers, N))
+                results = pool.imap(_decode_row, jobs, chunksize=2)
+            else:
+                results = map(_decode_row, jobs)
+            try:
+                for i, frames, sound, why in tqdm(results, total=N, disable=not progress,
+                                                  desc="decoding clips", unit="clip"):
+                    n = manifest.row_numbers[i]
+                    if why is not None:
+                        if on_error == "raise":
+                            raise ManifestError(f"{manifest.source}: row {n} (line {n + 1}), "
+                                                f"{jobs[i][1]}: {why}")
+                        skipped.append([n, jobs[i][1], why])
+                        continue
+                    video[len(kept)] = frames  # compact: kept rows in manifest order
+                    audio[len(kept)] = sound
+                    kept.append(i)
+            finally:
+                if pool is not None:
+                    pool.terminate()
+            video.flush()
+            audio.flush()
+            K = len(kept)
+            for name, arr in (("video", video), ("audio", audio)):
+                if K == N:
+                    del arr
+                    os.replace(tmp / f"{name}.full.npy", tmp / f"{name}.npy")
+                else:  # rows were skipped: copy the compact prefix into a right-sized file
+                    out = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+",
+                                                    dtype=arr.dtype, shape=(K, *arr.shape[1:]))
+                    for a in range(0, K, 64):
+                        out[a : a + 64] = arr[a : min(a + 64, K)]
+                    out.flush()
+                    del out, arr
+                    (tmp / f"{name}.full.npy").unlink()
+            del video, audio
+
+            lookup = {c: j for j, c in enumerate(manifest.class_names)}
+            ids = manifest.clip_ids
+            index = {
+                "format_version": CACHE_FORMAT_VERSION, "key": key, "params": params,
+                "manifest": str(manifest.source), "columns": manifest.columns,
+                "class_names": manifest.class_names,
+                "rows": [{"row": manifest.row_numbers[i], "clip_id": ids[i],
+                          "label": manifest.rows[i]["label"],
+                          "label_index": lookup[manifest.rows[i]["label"]],
+                          "split": manifest.rows[i]["split"], "columns": manifest.rows[i]}
+                         for i in kept],
+                "skipped": skipped,
+                "build_seconds": round(time.perf_counter() - t_start, 2),
+            }
+            (tmp / "index.json").write_text(json.dumps(index, indent=1))
+            try:
+                os.rename(tmp, final)  # atomic; fails if another process finished first
+            except OSError:
+                if not (final / "index.json").is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if skipped and progress:
+            print(f"decoded cache: kept {K} of {N} rows, skipped {len(skipped)}: "
+                  + "; ".join(f"row {n}: {why}" for n, _, why in skipped[:5])
+                  + (" ..." if len(skipped) > 5 else ""))

@@ -1,0 +1,150 @@
+"""From a dataset name or manifest to batches of temporally aligned audio-visual windows.
+
+``open_dataset`` resolves the ``dataset`` parameter (the embedded dataset's name or a manifest
+path), validates it and returns the decoded cache.  ``AVWindows`` cuts one window per modality
+out of a cached clip, the two covering exactly the same time span, and augments them.
+``StepBatches`` decides which clips and which random seeds make up step ``s``: a pure function of
+(seed, s), so a resumed run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from avlib.config import EMBEDDED_DATASET
+from avlib.data.augment import AudioTransform, VideoTransform, seeded
+from avlib.data.cache import DecodedCache
+from avlib.data.manifest import load_manifest, validate_manifest
+from avlib.data.synthetic import SyntheticSpec, data_home, default_root, generate
+
+
+def embedded_spec(cfg) -> SyntheticSpec:
+    """The embedded dataset's spec from a notebook config (PretrainConfig or DataConfig)."""
+    return SyntheticSpec(
+        num_classes=cfg.num_classes, clips_per_class=cfg.clips_per_class, duration_s=cfg.clip_seconds,
+        fps=cfg.fps, frame_size=cfg.frame_size, sample_rate=cfg.sample_rate,
+        faulty_pair_rate=cfg.faulty_pair_rate, seed=cfg.dataset_seed,
+    )
+
+
+def resolve_manifest(cfg, *, progress: bool = True) -> Path:
+    """The manifest behind ``cfg.dataset``: generate the embedded dataset (cached) or check the path."""
+    if cfg.dataset == EMBEDDED_DATASET:
+        spec = embedded_spec(cfg)
+        return generate(default_root(spec), spec, workers=2, progress=progress)
+    path = Path(cfg.dataset).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"parameter dataset={cfg.dataset!r} is neither the embedded dataset's name "
+            f"({EMBEDDED_DATASET!r}) nor an existing manifest CSV file"
+        )
+    return path
+
+
+def open_dataset(cfg, *, progress: bool = True) -> DecodedCache:
+    """Manifest -> validated rows -> decoded cache (built once, memory-mapped afterwards)."""
+    manifest = load_manifest(resolve_manifest(cfg, progress=progress), root=cfg.dataset_root)
+    manifest, _report = validate_manifest(manifest, min_duration_s=cfg.clip_seconds, on_error=cfg.on_bad_clip,
+                                          verbose=True)
+    return DecodedCache.build(
+        manifest, data_home() / "cache", fps=cfg.fps, frame_size=cfg.frame_size, sample_rate=cfg.sample_rate,
+        clip_seconds=cfg.clip_seconds, on_error=cfg.on_bad_clip, workers=2, progress=progress,
+    )
+
+
+# Stream tags for derive_seed: each kind of randomness draws from its own independent stream.
+SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM = 0, 1, 2
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A well-mixed 63-bit seed for the stream (seed, *keys), e.g. (seed, SAMPLE_STREAM, step, slot)."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+class AVWindows(Dataset):
+    """Aligned (video, audio) windows of the clips ``indices`` of a decoded cache.
+
+    Items are ``(position, seed)`` pairs.  Training: the window start is random (drawn from
+    ``seed``) and both modalities are augmented.  Evaluation: ``seed`` is read as the window number
+    k of ``eval_windows`` evenly spaced windows, without augmentation.
+    """
+
+    def __init__(self, cache: DecodedCache, indices, cfg, *, train: bool, eval_windows: int = 1):
+        self.cache = cache
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.train = train
+        self.eval_windows = eval_windows
+        self.fps, self.sample_rate = cfg.fps, cfg.sample_rate
+        self.window_frames, self.window_samples = cfg.window_frames, cfg.window_samples
+        self.total_frames = cache.video.shape[1]
+        assert self.window_frames <= self.total_frames, "window longer than the cached clips"
+        self.video_transform = VideoTransform(cfg.crop_size, train)
+        self.audio_transform = AudioTransform(cfg.sample_rate, cfg.n_mels, train)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _start_frame(self, seed: int) -> int:
+        last = self.total_frames - self.window_frames
+        if self.train:
+            return int(torch.randint(0, last + 1, ()).item())  # inside the seeded scope
+        return int(round(seed * last / max(1, self.eval_windows - 1))) if self.eval_windows > 1 else last // 2
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        position, seed = item
+        clip = int(self.indices[position])
+        with seeded(seed):
+            start = self._start_frame(seed)
+            frames = self.cache.video[clip, start:start + self.window_frames]  # (T, H, W, 3)
+            audio_start = int(round(start / self.fps * self.sample_rate))  # same instant as frame `start`
+            waveform = self.cache.audio[clip, audio_start:audio_start + self.window_samples]  # (S,)
+            if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip
+                waveform = np.pad(waveform, (0, self.window_samples - waveform.shape[0]))
+            video = self.video_transform(frames)
+            audio = self.audio_transform(waveform)
+        return {"video": video, "audio": audio, "clip_index": clip, "label": int(self.cache.labels[clip])}
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Yields, for steps ``start_step .. total_steps-1``, the list of ``(position, sample seed)`` items.
+
+    Each epoch is a fresh permutation seeded by (seed, epoch); the last incomplete batch of an epoch
+    is dropped so that every step has the same batch size.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0):
+        if num_items < batch_size:
+            raise ValueError(f"batch_size={batch_size} is larger than the {num_items} training clips")
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.total_steps, self.start_step = total_steps, start_step
+        self.steps_per_epoch = num_items // batch_size
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, EPOCH_STREAM, epoch))
+        return torch.randperm(self.num_items, generator=generator)
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        positions = self.epoch_order(epoch)[offset * self.batch_size:(offset + 1) * self.batch_size]
+        return [(int(p), derive_seed(self.seed, SAMPLE_STREAM, step, slot)) for slot, p in enumerate(positions)]
+
+    def __iter__(self):
+        for step in range(self.start_step, self.total_steps):
+            yield self.batch(step)
+
+
+def collate(items: list[dict]) -> dict:
+    return {
+        "video": torch.stack([it["video"] for it in items]),  # (B, 3, T, crop, crop)
+        "audio": torch.stack([it["audio"] for it in items]),  # (B, 1, n_mels, frames)
+        "clip_index": torch.tensor([it["clip_index"] for it in items], dtype=torch.long),
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+    }

@@ -1,0 +1,270 @@
+"""CSV manifests: which media files make a dataset, their labels and splits.
+
+Why a manifest: the embedded synthetic dataset and a user's own videos are described the same way,
+so everything after this module (decoding, cache, windows, training) is dataset-agnostic.  The
+format is documented in ``data_manifests/README.md``; in short, a CSV with a header and
+
+* required columns ``path``, ``label``, ``split`` (``train`` / ``val`` / ``test``);
+* optional columns, e.g. ``clip_id``, ``start`` / ``end`` (seconds, to cut a clip out of a longer
+  file), ``fold``, ``group``, ``duration``; any extra column is kept and readable via
+  :meth:`Manifest.column` (the synthetic dataset adds ``corrupted`` and ``audio_source``).
+
+Paths resolve relative to the manifest's folder, or to ``root`` when one is given (point ``root``
+at your own copy of a dataset); absolute paths are used as they are.
+
+Row numbers: data rows are numbered from 1 (the header is not a row), so row ``r`` is on line
+``r + 1`` of the file.  Errors name both.
+
+pandas is deliberately not used (not a dependency): the csv module is plenty for this.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avlib.data.decode import DecodeError, probe_media
+
+__all__ = ["ManifestError", "Manifest", "ValidationReport", "load_manifest", "validate_manifest",
+           "REQUIRED_COLUMNS", "VALID_SPLITS"]
+
+REQUIRED_COLUMNS = ("path", "label", "split")
+VALID_SPLITS = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest (or a row's media) is unusable; the message names the file, row and problem."""
+
+
+@dataclass
+class Manifest:
+    """Rows of a manifest.  ``rows`` are dicts of the raw CSV strings; ``row_numbers`` are the
+    rows' 1-based numbers in the ORIGINAL file (kept through :meth:`select` and validation).
+
+    ``class_names`` is fixed at load time from the whole file and kept by :meth:`select`, so label
+    indices mean the same thing in every split."""
+
+    source: Path  # the manifest file
+    root: Path  # folder relative paths resolve against
+    columns: list[str]
+    rows: list[dict[str, str]]
+    row_numbers: list[int]
+    class_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Absolute media paths."""
+        return [_resolve(self.root, r["path"]) for r in self.rows]
+
+    @property
+    def labels(self) -> list[str]:
+        return [r["label"] for r in self.rows]
+
+    @property
+    def splits(self) -> list[str]:
+        return [r["split"] for r in self.rows]
+
+    @property
+    def label_index(self) -> np.ndarray:
+        """int64 (N,) index of each row's label in ``class_names``."""
+        lookup = {name: i for i, name in enumerate(self.class_names)}
+        return np.array([lookup[r["label"]] for r in self.rows], dtype=np.int64)
+
+    @property
+    def clip_ids(self) -> list[str]:
+        """``clip_id`` column if present, else the path as written in the manifest (+ @start)."""
+        if "clip_id" in self.columns:
+            return [r["clip_id"] for r in self.rows]
+        return [r["path"] + (f"@{r['start']}" if r.get("start") else "") for r in self.rows]
+
+    @property
+    def starts(self) -> list[float | None]:
+        return [_opt_float(r.get("start")) for r in self.rows]
+
+    @property
+    def ends(self) -> list[float | None]:
+        return [_opt_float(r.get("end")) for r in self.rows]
+
+    def column(self, name: str) -> list[str]:
+        """Raw string values of any column."""
+        if name not in self.columns:
+            raise KeyError(f"{self.source}: no column {name!r}; columns are {self.columns}")
+        return [r[name] for r in self.rows]
+
+    def subset(self, indices) -> "Manifest":
+        """Rows at the given positions (original row numbers and class names kept)."""
+        idx = [int(i) for i in indices]
+        return Manifest(self.source, self.root, list(self.columns), [self.rows[i] for i in idx],
+                        [self.row_numbers[i] for i in idx], list(self.class_names))
+
+    def select(self, split: str) -> "Manifest":
+        """Rows of one split."""
+        if split not in VALID_SPLITS:
+            raise ValueError(f"split must be one of {VALID_SPLITS}, got {split!r}")
+        return self.subset([i for i, r in enumerate(self.rows) if r["split"] == split])
+
+
+def _resolve(root: Path, p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+def _opt_float(v: str | None) -> float | None:
+    return float(v) if v not in (None, "") else None
+
+
+def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Manifest:
+    """Read and check a manifest CSV.  ``root``: folder relative paths resolve against (default:
+    the manifest's folder)."""
+    source = Path(path).expanduser().resolve()
+    if not source.is_file():
+        raise ManifestError(f"manifest not found: {source}")
+    base = Path(root).expanduser().resolve() if root is not None else source.parent
+    with open(source, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ManifestError(f"{source}: missing required column(s) {missing}; the header has "
+                                f"{columns} (required: {list(REQUIRED_COLUMNS)})")
+        reader.fieldnames = columns
+        rows, numbers = [], []
+        for n, raw in enumerate(reader, start=1):
+            if None in raw:
+                raise ManifestError(f"{source}: row {n} (line {n + 1}) has more fields than the "
+                                    f"header ({len(columns)} columns)")
+            row = {k: (v or "").strip() for k, v in raw.items()}
+            if not any(row.values()):
+                continue  # blank line
+            rows.append(row)
+            numbers.append(n)
+    if not rows:
+        raise ManifestError(f"{source}: the manifest has no data rows")
+
+    seen: dict[tuple[str, str], int] = {}
+    for n, row in zip(numbers, rows):
+        where = f"{source}: row {n} (line {n + 1})"
+        for col in REQUIRED_COLUMNS:
+            if not row[col]:
+                raise ManifestError(f"{where}: empty {col!r}")
+        if row["split"] not in VALID_SPLITS:
+            raise ManifestError(f"{where}: invalid split {row['split']!r}; valid splits are "
+                                f"{list(VALID_SPLITS)}")
+        for col in ("start", "end"):
+            try:
+                _opt_float(row.get(col))
+            except ValueError:
+                raise ManifestError(f"{where}: {col}={row[col]!r} is not a number of seconds")
+        s, e = _opt_float(row.get("start")), _opt_float(row.get("end"))
+        if (s is not None and s < 0) or (s is not None and e is not None and e <= s):
+            raise ManifestError(f"{where}: need 0 <= start < end, got start={s}, end={e}")
+        key = (str(_resolve(base, row["path"])), row.get("start") or "")
+        if key in seen:
+            raise ManifestError(f"{where}: duplicate path+start {row['path']!r} "
+                                f"(start={key[1] or 'none'}), first seen at row {seen[key]}")
+        seen[key] = n
+    class_names = sorted({r["label"] for r in rows})
+    return Manifest(source, base, columns, rows, numbers, class_names)
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate_manifest`: rows checked, kept, and (row, path, reason) dropped."""
+
+    checked: int
+    kept: int
+    problems: list[tuple[int, str, str]]
+
+    @property
+    def summary(self) -> str:
+        line = f"validated {self.checked} rows: {self.kept} ok, {len(self.problems)} skipped"
+        if self.problems:
+            reasons: dict[str, int] = {}
+            for _, _, why in self.problems:
+                key = why.split(":")[0].split("(")[0].strip()
+                reasons[key] = reasons.get(key, 0) + 1
+            line += " (" + ", ".join(f"{v}x {k}" for k, v in sorted(reasons.items())) + ")"
+        return line
+
+    def __str__(self) -> str:
+        return self.summary
+
+
+def _check_media(path: Path, start: float | None, end: float | None,
+                 min_duration_s: float) -> str | None:
+    """Return the problem with one row's media, or None.  Metadata, plus a demux of the last
+    second (no decoding) so an MP4 whose data was cut off after an intact header is caught."""
+    try:
+        info = probe_media(path)
+    except DecodeError as exc:
+        return exc.reason
+    if not info.has_video:
+        return "no video stream"
+    if not info.has_audio:
+        return "no audio stream: audio-visual training needs both"
+    if info.duration <= 0:
+        return "unknown or zero duration in the container metadata"
+    s = start or 0.0
+    available = (min(end, info.duration) if end is not None else info.duration) - s
+    if available < min_duration_s - 1e-6:
+        return (f"too short: {available:.3f}s available (start={s:g}, end={end}, "
+                f"file {info.duration:.3f}s) < min_duration_s={min_duration_s:g}")
+    reached = _demux_tail(path, info.duration)
+    if isinstance(reached, str):
+        return reached
+    frame = 1.0 / info.fps if info.fps else 0.1
+    if reached < info.duration - 2 * frame:
+        return (f"truncated: media data ends at {reached:.3f}s but the metadata claims "
+                f"{info.duration:.3f}s")
+    return None
+
+
+def _demux_tail(path: Path, duration: float) -> float | str:
+    """End time of the last demuxable video packet (seeking to ~1 s before the end)."""
+    import av  # local: only validation needs demuxing
+
+    try:
+        with av.open(str(path)) as c:
+            v = c.streams.video[0]
+            if duration > 1.5:
+                c.seek(int((duration - 1.0) / v.time_base), stream=v, backward=True)
+            end = 0.0
+            for pkt in c.demux(v):
+                if pkt.pts is None or pkt.size == 0:
+                    continue
+                end = max(end, float((pkt.pts + (pkt.duration or 0)) * v.time_base))
+            return end
+    except av.FFmpegError as exc:
+        return f"corrupt or truncated media data ({exc})"
+
+
+def validate_manifest(manifest: Manifest, min_duration_s: float, on_error: str = "raise",
+                      verbose: bool = True) -> tuple[Manifest, ValidationReport]:
+    """Probe every row's media: exists, opens, has video and audio, lasts ``min_duration_s``.
+
+    ``on_error="raise"``: the first problem raises ManifestError naming the row, path and problem.
+    ``on_error="skip"``: bad rows are dropped; the report lists (row, path, reason) for each and
+    its one-line ``summary`` is printed when ``verbose``.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    keep, problems = [], []
+    for i, (n, path, s, e) in enumerate(zip(manifest.row_numbers, manifest.paths,
+                                            manifest.starts, manifest.ends)):
+        why = _check_media(path, s, e, min_duration_s)
+        if why is None:
+            keep.append(i)
+            continue
+        if on_error == "raise":
+            raise ManifestError(f"{manifest.source}: row {n} (line {n + 1}), {path}: {why}")
+        problems.append((n, str(path), why))
+    report = ValidationReport(checked=len(manifest), kept=len(keep), problems=problems)
+    if verbose and on_error == "skip":
+        print(report.summary)
+    return manifest.subset(keep), report

@@ -1,0 +1,1 @@
+"""Dictionaries of keys: the MoCo queue (and, later, memory banks)."""

@@ -1,0 +1,1 @@
+"""Evaluation of frozen encoders: linear and kNN probes."""

@@ -1,0 +1,100 @@
+"""Downstream probes on frozen features: linear (logistic regression) and kNN, per modality.
+
+A probe reads only the pooled backbone features (not the projection head), averaged over several
+evenly spaced windows of each clip, from encoders in eval mode.  The linear probe's regularisation
+is chosen on the validation split (when it has clips) and the accuracy is reported on the test
+split, so the number is never tuned on what it reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+
+from avlib.data.dataset import AVWindows, collate
+from avlib.models.encoders import AVModel
+
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+
+
+@torch.no_grad()
+def extract_features(model: AVModel, cache, indices, cfg, *, eval_windows: int = 3, batch_size: int = 64,
+                     device: str = "cpu") -> dict[str, np.ndarray]:
+    """Frozen features of clips ``indices``: {"video": (N, Fv), "audio": (N, Fa), "labels": (N,)}."""
+    was_training = model.training
+    model.eval()
+    dataset = AVWindows(cache, indices, cfg, train=False, eval_windows=eval_windows)
+    sums: dict[str, np.ndarray] = {}
+    for window in range(eval_windows):
+        chunks = {"video": [], "audio": []}
+        for begin in range(0, len(dataset), batch_size):
+            batch = collate([dataset[(p, window)] for p in range(begin, min(begin + batch_size, len(dataset)))])
+            video_feature, audio_feature = model.features(batch["video"].to(device), batch["audio"].to(device))
+            chunks["video"].append(video_feature.float().cpu().numpy())
+            chunks["audio"].append(audio_feature.float().cpu().numpy())
+        for modality, parts in chunks.items():
+            stacked = np.concatenate(parts)
+            sums[modality] = stacked if modality not in sums else sums[modality] + stacked
+    model.train(was_training)
+    features = {modality: total / eval_windows for modality, total in sums.items()}
+    features["labels"] = np.asarray(cache.labels)[np.asarray(indices)]
+    return features
+
+
+@dataclass
+class ProbeResult:
+    accuracy: float
+    predictions: np.ndarray
+    details: dict = field(default_factory=dict)
+
+
+def linear_probe(train_x, train_y, test_x, test_y, val_x=None, val_y=None) -> ProbeResult:
+    """Standardised features -> multinomial logistic regression; C picked on val (else C=1)."""
+    scaler = StandardScaler().fit(train_x)
+    train_z, test_z = scaler.transform(train_x), scaler.transform(test_x)
+
+    def fit(c: float) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=2000).fit(train_z, train_y)
+
+    chosen_c, val_scores = 1.0, {}
+    if val_x is not None and len(val_x) > 0:
+        val_z = scaler.transform(val_x)
+        val_scores = {c: float((fit(c).predict(val_z) == val_y).mean()) for c in C_GRID}
+        chosen_c = max(C_GRID, key=lambda c: (val_scores[c], -abs(np.log10(c))))  # ties -> closer to C=1
+    predictions = fit(chosen_c).predict(test_z)
+    return ProbeResult(float((predictions == test_y).mean()), predictions, {"C": chosen_c, "val": val_scores})
+
+
+def knn_probe(train_x, train_y, test_x, test_y, k: int = 5) -> ProbeResult:
+    """Cosine k-nearest-neighbour vote (distance-weighted) on L2-normalised features."""
+    k = min(k, len(train_x))
+    classifier = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="distance").fit(train_x, train_y)
+    predictions = classifier.predict(test_x)
+    return ProbeResult(float((predictions == test_y).mean()), predictions, {"k": k})
+
+
+def run_probes(model: AVModel, cache, cfg, *, eval_windows: int = 3, knn_k: int = 5, device: str = "cpu",
+               return_details: bool = False):
+    """Linear and kNN test accuracy for video and audio features: {"video": {"linear", "knn"}, "audio": ...}."""
+    split_features = {
+        split: extract_features(model, cache, cache.select(split), cfg, eval_windows=eval_windows, device=device)
+        for split in ("train", "val", "test")
+        if len(cache.select(split)) > 0
+    }
+    for required in ("train", "test"):
+        if required not in split_features:
+            raise ValueError(f"the dataset has no {required!r} clips; probes need train and test splits")
+    train, test, val = split_features["train"], split_features["test"], split_features.get("val")
+    results, details = {}, {}
+    for modality in ("video", "audio"):
+        linear = linear_probe(train[modality], train["labels"], test[modality], test["labels"],
+                              None if val is None else val[modality], None if val is None else val["labels"])
+        knn = knn_probe(train[modality], train["labels"], test[modality], test["labels"], k=knn_k)
+        results[modality] = {"linear": linear.accuracy, "knn": knn.accuracy}
+        details[modality] = {"linear": linear, "knn": knn, "test_labels": test["labels"]}
+    return (results, details) if return_details else results

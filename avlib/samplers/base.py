@@ -1,0 +1,130 @@
+"""The sampler interface: a method decides which keys are negatives (and positives) and scores them.
+
+The training loop knows methods only through this interface and the registry:
+
+    sampler = build_sampler(cfg, num_clips)
+    loss, diagnostics = sampler.loss(step_batch)      # before backward
+    diagnostics |= sampler.update(step_batch)         # after the optimiser step: dictionary update
+
+A new method is one module that subclasses :class:`Sampler` (or :class:`QueueSampler`) and
+registers itself with ``@register("name")``; its state (queues, banks, pools) lives in the
+module's buffers so that checkpoints capture it, and its math lives in ``avlib.losses``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from avlib.dictionary.queue import KeyQueue
+from avlib.losses.infonce import info_nce, same_clip_mask
+from avlib.models.encoders import Embeddings
+
+if TYPE_CHECKING:
+    from avlib.config import PretrainConfig
+
+
+@dataclass
+class StepBatch:
+    """Everything a sampler may look at in one training step (B clips)."""
+
+    step: int
+    clip_index: torch.Tensor  # (B,) index of each clip in the dataset (cache order)
+    queries: Embeddings  # online encoders, with grad
+    keys: Embeddings  # momentum encoders, no grad
+    labels: torch.Tensor | None = None  # (B,) class indices where a method may use them
+    generator: torch.Generator | None = None  # the step's own RNG (seeded by (seed, step)) for a method's draws
+
+
+SAMPLERS: dict[str, type["Sampler"]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a sampler selectable as ``sampler=name``."""
+
+    def wrap(cls: type[Sampler]) -> type[Sampler]:
+        if name in SAMPLERS:
+            raise ValueError(f"sampler {name!r} is registered twice ({SAMPLERS[name].__name__}, {cls.__name__})")
+        cls.name = name
+        SAMPLERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_sampler(cfg: "PretrainConfig", num_clips: int) -> "Sampler":
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {cfg.sampler!r}; valid choices: {sorted(SAMPLERS)}")
+    return SAMPLERS[cfg.sampler](cfg, num_clips)
+
+
+class Sampler(nn.Module):
+    """Base class: owns the dictionaries of one method; subclasses implement ``loss`` and ``update``."""
+
+    name: ClassVar[str] = "?"
+
+    def __init__(self, cfg: "PretrainConfig", num_clips: int):
+        super().__init__()
+        self.cfg = cfg
+        self.num_clips = num_clips
+
+    def loss(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def update(self, batch: StepBatch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def dictionaries(self) -> dict[str, KeyQueue]:
+        """The per-modality dictionaries, for analysis (``{"video": ..., "audio": ...}``)."""
+        return {}
+
+
+class QueueSampler(Sampler):
+    """Cross-modal MoCo: one key queue per modality, InfoNCE in both directions.
+
+    The audio queue holds negatives for video queries and the video queue for audio queries
+    (CM-ACC, Ma et al. 2021, Sec. 3.1; AVID xID, Morgado et al. 2021, Sec. 3).  Subclasses choose
+    WHICH keys enter the queues by overriding :meth:`keys_to_enqueue`.
+    """
+
+    def __init__(self, cfg: "PretrainConfig", num_clips: int):
+        super().__init__(cfg, num_clips)
+        self.video_queue = KeyQueue(cfg.dictionary_size, cfg.embedding_dim)
+        self.audio_queue = KeyQueue(cfg.dictionary_size, cfg.embedding_dim)
+
+    def dictionaries(self) -> dict[str, KeyQueue]:
+        return {"video": self.video_queue, "audio": self.audio_queue}
+
+    def _direction(self, queries, batch_keys, queue: KeyQueue, clip_index):
+        queue_keys, queue_clips = queue.valid()
+        mask = same_clip_mask(clip_index, queue_clips) if self.cfg.mask_same_clip else None
+        return info_nce(queries, batch_keys, queue_keys, self.cfg.temperature, mask)
+
+    def loss(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        q, k = batch.queries, batch.keys
+        v2a_loss, v2a = self._direction(q.video, k.audio, self.audio_queue, batch.clip_index)
+        a2v_loss, a2v = self._direction(q.audio, k.video, self.video_queue, batch.clip_index)
+        loss = 0.5 * (v2a_loss + a2v_loss)
+        diagnostics = {
+            "v2a_loss": v2a_loss.item(),
+            "a2v_loss": a2v_loss.item(),
+            "pos_sim": 0.5 * (v2a["pos_sim"] + a2v["pos_sim"]),
+            "neg_sim": 0.5 * (v2a["neg_sim"] + a2v["neg_sim"]),
+            "top1": 0.5 * (v2a["top1"] + a2v["top1"]),
+        }
+        return loss, diagnostics
+
+    def keys_to_enqueue(self, batch: StepBatch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys (n, D), clip indices (n,)) of ``modality`` that enter its queue this step."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def update(self, batch: StepBatch) -> dict[str, float]:
+        for modality, queue in self.dictionaries().items():
+            keys, clip_index = self.keys_to_enqueue(batch, modality)
+            queue.enqueue(keys, clip_index, batch.step)
+        return {}
