@@ -90,6 +90,7 @@ class PretrainConfig(_Config):
     frame_size: int = 64
     sample_rate: int = 16000
     window_s: float = 1.5  # the temporally aligned window each modality sees
+    av_jitter_s: float = 0.0  # training only: shift the audio window by up to this many seconds
     crop_size: int = 48
     n_mels: int = 64
     on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
@@ -104,6 +105,10 @@ class PretrainConfig(_Config):
     temperature: float = 0.07
     momentum: float = 0.99
     mask_same_clip: bool = True  # drop stale queue copies of the query's own clip from its negatives
+    # active sampler (sampler="active"; CM-ACC)
+    active_embedding: str = "key_grad"  # "key_grad" (official code), "badge" (paper/BADGE) or "feature"
+    active_selector: str = "kmeanspp"  # "kmeanspp", "kcenter", "lloyd_nearest" (official code) or "random"
+    active_pool_factor: int = 4  # candidate pool = this x batch_size recent keys per modality
     # optimisation
     optimizer: str = "adamw"
     lr: float = 2e-3
@@ -120,10 +125,13 @@ class PretrainConfig(_Config):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        from avlib.active import EMBEDDINGS, SELECTORS
         from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS
         from avlib.samplers import SAMPLERS
 
         _check_choice("sampler", self.sampler, SAMPLERS.keys())
+        _check_choice("active_embedding", self.active_embedding, EMBEDDINGS.keys())
+        _check_choice("active_selector", self.active_selector, SELECTORS.keys())
         _check_choice("video_encoder", self.video_encoder, VIDEO_ENCODERS.keys())
         _check_choice("audio_encoder", self.audio_encoder, AUDIO_ENCODERS.keys())
         _check_choice("optimizer", self.optimizer, {"sgd", "adamw"})
@@ -131,7 +139,7 @@ class PretrainConfig(_Config):
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         for name in ("num_classes", "clips_per_class", "fps", "frame_size", "sample_rate", "crop_size",
-                     "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size",
+                     "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size", "active_pool_factor",
                      "num_threads", "checkpoint_every"):
             _check_positive(name, getattr(self, name))
         for name in ("clip_seconds", "window_s", "temperature", "lr"):
@@ -139,6 +147,7 @@ class PretrainConfig(_Config):
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         _check_positive("num_workers", self.num_workers, allow_zero=True)
+        _check_positive("av_jitter_s", self.av_jitter_s, allow_zero=True)
         _check_fraction("momentum", self.momentum)
         _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
         if self.batch_size < 2:

@@ -300,3 +300,28 @@ def test_potential_helper():
     x = torch.tensor([[0.0], [1.0], [3.0]])
     assert math.isclose(kmeanspp_potential(x, torch.tensor([0])), 10.0)
     assert math.isclose(sel.kmeanspp_potential(x, torch.tensor([0, 2])), 1.0)
+
+
+def test_greedy_bf16_ranking_matches_float32_greedy():
+    """bf16-ranked greedy vs float32 greedy: same trial draws (they need the same exact D^2); only
+    near-tied trials may rank differently."""
+    x = _mixture(500, 16, 30, seed=13, spread=0.05) + 50.0  # far from the origin: bf16 errors matter
+    agree = 0
+    for seed in range(3):
+        a = select(x, 25, generator=_gen(seed), greedy_trials=4, bounds="bf16")
+        b = select(x, 25, generator=_gen(seed), greedy_trials=4, bounds="fp32")
+        agree += int((a == b).sum())
+        assert kmeanspp_potential(x, a) <= 1.05 * kmeanspp_potential(x, b)
+    assert agree >= 0.9 * 75
+
+
+def test_bf16_approx_error_bound_is_rigorous():
+    g = _gen(14)
+    far = 100.0 + 0.01 * torch.randn(300, 64, generator=g)
+    x = torch.cat([far, far[:20], torch.randn(100, 64, generator=g) * 1e-3, torch.zeros(5, 64)])
+    points = Points.dense(x)
+    bounds = Bf16Bounds(x, points.sqnorm, points.zero_tol)
+    for c in [0, 5, 310, 400, 421]:
+        exact = points.sqdist(points.take([c]))[:, 0]
+        col = bounds.approx(torch.tensor([c]))[:, 0]
+        assert torch.all((col - exact).abs() <= bounds.error(c, col))

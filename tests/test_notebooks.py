@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
-from papermill.parameterize import parameterize_notebook
 
 from avlib.config import DataConfig, DownstreamConfig, PretrainConfig
 from tiny import TINY
@@ -22,9 +22,9 @@ DATA_PARAMS = {k: TINY[k] for k in ("num_classes", "clips_per_class", "clip_seco
 
 
 def parameterized_copy(name: str, parameters: dict, folder: Path) -> Path:
-    notebook = parameterize_notebook(nbformat.read(NOTEBOOKS / name, as_version=4), parameters)
+    """papermill's parameter injection without execution (``prepare_only``): nbval runs the copy."""
     path = folder / name
-    nbformat.write(notebook, path)
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(path), parameters=parameters, prepare_only=True)
     return path
 
 
@@ -39,8 +39,6 @@ def run_nbval(path: Path) -> None:
 @pytest.fixture(scope="module")
 def pretrained_run(tmp_path_factory):
     """The README's main command, papermill on 02_pretrain, with tiny parameters."""
-    import papermill
-
     folder = tmp_path_factory.mktemp("papermill")
     run_dir = folder / "run"
     papermill.execute_notebook(

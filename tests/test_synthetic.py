@@ -134,14 +134,20 @@ def test_faulty_pairs(tmp_path):
 
 
 def _audio_onsets(audio, sr):
-    """Onset times: 5 ms RMS envelope rising by > 6 dB over 10 ms, above a noise floor."""
-    hop = sr // 200
-    env = np.sqrt(np.mean(audio[: len(audio) // hop * hop].reshape(-1, hop) ** 2, 1)) + 1e-7
-    db = 20 * np.log10(env)
-    rise = db[2:] - db[:-2]
-    hits = np.flatnonzero((rise > 6) & (db[2:] > np.percentile(db, 20) + 6)) + 2
-    onsets = [h for j, h in enumerate(hits) if j == 0 or h - hits[j - 1] > 4]
-    return np.array(onsets) * hop / sr
+    """Onset times by spectral flux: summed positive change of log-magnitude between 8 ms frames
+    (5 ms hop), peaks above a robust threshold; the 3 ms attacks stand out even in a note's tail."""
+    n, hop = 128, sr // 200
+    starts = np.arange(0, len(audio) - n, hop)
+    frames = audio[starts[:, None] + np.arange(n)] * np.hanning(n)
+    mag = np.abs(np.fft.rfft(frames, axis=1))  # (F, bins)
+    logmag = np.log1p(100 * mag / mag.max())  # compressed, but quiet noise bins stay near 0
+    flux = np.maximum(logmag[1:] - logmag[:-1], 0).sum(1)  # (F-1,) frame j+1 vs j
+    mad = np.median(np.abs(flux - np.median(flux)))
+    thresh = max(np.median(flux) + 4 * mad, 0.25 * flux.max())
+    peaks = [j for j in range(1, len(flux) - 1)
+             if flux[j] > thresh and flux[j] >= flux[j - 1] and flux[j] > flux[j + 1]]
+    keep = [p for k, p in enumerate(peaks) if k == 0 or p - peaks[k - 1] > 6]  # 30 ms apart
+    return (np.array(keep) + 1) * hop / sr + n / 2 / sr  # centre of the frame that rose
 
 
 def test_audio_onsets_sync_with_visual_events(tmp_path):
@@ -156,21 +162,25 @@ def test_audio_onsets_sync_with_visual_events(tmp_path):
     events = plan.events[(plan.events > 0.05) & (plan.events < spec.duration_s - 0.05)]
 
     onsets = _audio_onsets(clip.audio, spec.sample_rate)
-    # Every detected onset is a ground-truth event (within 12 ms); at most one event is missed
-    # (a soft note right after a loud one in the accelerating rhythm can hide in its tail).
-    assert np.abs(onsets[:, None] - events[None]).min(1).max() < 0.012
-    assert len(onsets) >= len(events) - 1
+    # every ground-truth event is heard: a measured onset within 12 ms of it
+    gap = np.abs(onsets[:, None] - events[None])  # (detected, events)
+    assert gap.min(0).max() < 0.012
+    onsets = onsets[gap.argmin(0)]  # the measured onsets of the events
 
     frames = clip.frames.astype(np.float32)
-    bg = np.median(frames, axis=0)
+    border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], 1)
+    bg = np.median(border.reshape(-1, 3), axis=0)  # noise=0: the background is one flat colour
     area = (np.abs(frames - bg).max(-1) > 40).sum((1, 2))  # (T,) object pixels per frame
+    floor = 1.1 * np.median(area)
     peaks = [k for k in range(1, len(area) - 1)
-             if area[k] >= area[k - 1] and area[k] > area[k + 1] and area[k] > np.median(area)]
+             if area[k] >= area[k - 1] and area[k] > area[k + 1] and area[k] > floor]
     peak_t = np.array(peaks) / spec.fps
-    for t in onsets:  # every sound has a visual peak within one frame, and vice versa
-        assert np.abs(peak_t - t).min() <= 1 / spec.fps + 1e-6
-    for t in peak_t:
-        assert np.abs(onsets - t).min() <= 1 / spec.fps + 1e-6
+    frame = 1 / spec.fps + 1e-6
+    for t in onsets:  # every detected sound onset has a visual peak within one frame ...
+        assert np.abs(peak_t - t).min() <= frame
+    for t in peak_t:  # ... and every visual peak has a sound onset within one frame
+        assert np.abs(onsets - t).min() <= frame
+    assert len(peak_t) == len(events)
 
 
 def test_raw_statistics_do_not_predict_class_but_attributes_do():

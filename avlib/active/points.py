@@ -120,12 +120,16 @@ class Bf16Bounds:
     is >= the float32 distance for every pair (checked in tests on adversarial inputs).
     """
 
-    def __init__(self, x: torch.Tensor, sqnorm: torch.Tensor, chunk: int = 1024):
+    def __init__(self, x: torch.Tensor, sqnorm: torch.Tensor, zero_tol: float | None = None, chunk: int = 4096):
         n, dim = x.shape
         width = -(-(dim + 5) // 16) * 16  # padded to a multiple of 16 (zeros): faster GEMM
         self.dim = dim
         self.rows = torch.empty(n, width, dtype=torch.bfloat16)  # [x~, A, Rhi, Rlo, 1, 1, 0...]
         self.margin = torch.empty(n, dtype=torch.bfloat16)  # B = 2 rho |x - m|, rounded up
+        self.norm = torch.empty(n, dtype=torch.float32)  # |x - m| (upper bound)
+        self.err = torch.empty(n, dtype=torch.float32)  # per-row error terms of approx(), see there
+        self.rho = 2.0**-7 + 2.0**-14
+        tol = kernels.default_zero_tol(torch.float32) if zero_tol is None else zero_tol
         # any shift m is valid; the mean of a strided subsample is cheap and shrinks the norms
         sub = x[:: max(1, n // 1024)]
         mean = (torch.ones(1, sub.shape[0], dtype=x.dtype) @ sub)[0] / sub.shape[0]  # (1, n') @ (n', D)
@@ -147,6 +151,8 @@ class Bf16Bounds:
             rows[:, dim + 3 : dim + 5] = 1.0
             rows[:, dim + 5 :] = 0.0
             self.margin[s : s + chunk] = _round_up_bf16(2.0 * rho * a)
+            self.norm[s : s + chunk] = a
+            self.err[s : s + chunk] = (r - nb) + (2.0**-14 + 3 * width * 2.0**-24) * r + (tol + gamma) * sqnorm[s : s + chunk]
 
     def columns(self, centres: torch.Tensor) -> torch.Tensor:
         """(C, width) column form ``[-2 x~_c, B_c, 1, 1, Rhi_c, Rlo_c, 0...]`` of pool rows ``centres``."""
@@ -163,3 +169,19 @@ class Bf16Bounds:
         prod = self.rows @ self.columns(centres).T  # (N, W) @ (W, C) -> (N, C), bf16
         bound = prod.amin(dim=1).float().clamp_min_(0.0).mul_(1.0 + 2.0**-7)
         return torch.minimum(running_min, bound)
+
+    def approx(self, centres: torch.Tensor) -> torch.Tensor:
+        """(N, C) float32 approximations D~ of the squared distances to pool rows ``centres`` (no margin).
+
+        Rigorous error: ``|D~_ic - d_ic| <= self.error(centres, D~)`` (see :meth:`error`), where d is
+        the float32 distance of ``Points.sqdist`` (zero snap included).
+        """
+        cols = self.columns(centres)
+        cols[:, self.dim] = 0.0  # drop the margin column: an approximation, not a bound
+        return (self.rows @ cols.T).float()  # (N, W) @ (W, C) -> (N, C)
+
+    def error(self, centre: int, approx_column: torch.Tensor) -> torch.Tensor:
+        """(N,) bound on |D~_ic - d_ic| for one centre c: input rounding 2 rho |x_i||x_c|, the row and
+        column terms' slack and float32 deviations (err_i + err_c), the bf16 output rounding 2^-7 |D~|."""
+        e = self.norm * (2.0 * self.rho * self.norm[centre].item())
+        return e.add_(self.err).add_(self.err[centre].item()).add_(approx_column.abs().mul_(2.0**-7))

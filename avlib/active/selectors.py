@@ -230,13 +230,21 @@ def _kmeanspp_rejection(points: Points, k: int, generator, first=None, refresh_e
     return chosen
 
 
-def _kmeanspp_greedy(points: Points, k: int, generator, first=None, trials: int = 2) -> list[int]:
+def _kmeanspp_greedy(points: Points, k: int, generator, first=None, trials: int = 2,
+                     bounds: str = "auto") -> list[int]:
     """Greedy k-means++ (Arthur & Vassilvitskii 2007; scikit-learn's default): per pick draw
-    ``trials`` candidates by D^2 and keep the one that minimises the potential.
+    ``trials`` candidates by exact D^2 and keep the one that minimises the potential.
 
     The trials are batched: ONE (N, D) @ (D, trials) product per pick gives every candidate's
-    distance to every trial, the potentials are column sums of ``min(d, that)``.
+    distance to every trial, the potentials are column sums of ``min(d, that)``.  On CPUs with
+    fast bf16 (``bounds`` "auto"/"bf16", dense input) that product is a bf16 GEMM of centred rows
+    (:meth:`Bf16Bounds.approx`): it only RANKS the trials; the D^2 vector stays exact float32, updated
+    for the points whose exact distance to the chosen trial may be below their current D^2 by the
+    rigorous error bound of the approximation (usually a small fraction of the pool).
     """
+    use_bf16 = (not points.is_factored and points.device.type == "cpu" and points.dtype == torch.float32
+                and (bounds == "bf16" or (bounds == "auto" and _bf16_fast())))
+    approx = Bf16Bounds(points.x, points.sqnorm, points.zero_tol) if use_bf16 else None
     chosen = [_first(points, first, generator)]
     d = _exact_d2(points, chosen[0])
     while len(chosen) < k:
@@ -245,16 +253,25 @@ def _kmeanspp_greedy(points: Points, k: int, generator, first=None, trials: int 
         if total <= 0.0:
             return _fill_uniform(chosen, points.n, k, generator)
         idx = kernels.inverse_cdf(cum, _rand(trials, generator, points.device) * total)  # (L,)
-        dist = points.sqdist(points.take(idx))  # (N, L): one GEMM over the pool
-        torch.minimum(dist, d[:, None], out=dist)
-        pot = dist.sum(dim=0, dtype=torch.float64)  # (L,) potential if trial l is added
+        if approx is not None:
+            dist = approx.approx(idx)  # (N, L) bf16 GEMM, float32 out
+        else:
+            dist = points.sqdist(points.take(idx))  # (N, L): one GEMM over the pool
+        pot = torch.minimum(dist, d[:, None]).sum(dim=0, dtype=torch.float64)  # (L,) potential with trial l
         pot.masked_fill_(d[idx] <= 0, float("inf"))  # a zero-weight draw (end-of-CDF rounding)
         best = int(pot.argmin().item())
         if not math.isfinite(pot[best].item()):
             continue
-        chosen.append(int(idx[best].item()))
-        d = dist[:, best].contiguous()
-        d[chosen[-1]] = 0.0
+        c = int(idx[best].item())
+        chosen.append(c)
+        if approx is None:
+            d = torch.minimum(d, dist[:, best])
+        else:  # exact update where the chosen trial may be closer than the current D^2
+            col = dist[:, best]
+            maybe = torch.nonzero(col - approx.error(c, col) < d).squeeze(1)
+            exact = points.take(maybe).sqdist(points.take([c]))[:, 0]  # (|S|, D) @ (D, 1)
+            d[maybe] = torch.minimum(d[maybe], exact)
+        d[c] = 0.0
     return chosen
 
 
@@ -272,6 +289,8 @@ def _select_kmeanspp(points: Points, k: int, generator, greedy_trials=None, algo
                      first: int | None = None, refresh_every: int | None = None, min_accept: float = 0.5,
                      max_buffer: int = 256, bounds: str = "auto") -> list[int]:
     trials = _greedy_trials(greedy_trials, k)
+    if bounds not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"bounds must be one of ['auto', 'bf16', 'fp32'], got {bounds!r}")
     if algorithm not in ("auto", "rejection", "plain"):
         raise ValueError(f"algorithm must be one of ['auto', 'plain', 'rejection'], got {algorithm!r}")
     if refresh_every is not None and not (isinstance(refresh_every, (int, np.integer)) and refresh_every >= 1):
@@ -281,7 +300,7 @@ def _select_kmeanspp(points: Points, k: int, generator, greedy_trials=None, algo
     if not (isinstance(max_buffer, (int, np.integer)) and max_buffer >= 1):
         raise ValueError(f"max_buffer must be an int >= 1, got {max_buffer!r}")
     if trials is not None:
-        return _kmeanspp_greedy(points, k, generator, first, trials)
+        return _kmeanspp_greedy(points, k, generator, first, trials, bounds)
     if algorithm == "plain":
         return _kmeanspp_plain(points, k, generator, first)
     return _kmeanspp_rejection(points, k, generator, first, refresh_every, min_accept, int(max_buffer), bounds)

@@ -81,6 +81,7 @@ class AVWindows(Dataset):
         self.eval_windows = eval_windows
         self.fps, self.sample_rate = cfg.fps, cfg.sample_rate
         self.window_frames, self.window_samples = cfg.window_frames, cfg.window_samples
+        self.av_jitter_s = cfg.av_jitter_s
         self.total_frames = cache.video.shape[1]
         assert self.window_frames <= self.total_frames, "window longer than the cached clips"
         self.video_transform = VideoTransform(cfg.crop_size, train)
@@ -102,6 +103,10 @@ class AVWindows(Dataset):
             start = self._start_frame(seed)
             frames = self.cache.video[clip, start:start + self.window_frames]  # (T, H, W, 3)
             audio_start = int(round(start / self.fps * self.sample_rate))  # same instant as frame `start`
+            if self.train and self.av_jitter_s > 0:  # shift the audio window by up to ±av_jitter_s
+                shift = (2 * float(torch.rand(())) - 1) * self.av_jitter_s * self.sample_rate
+                last_sample = self.cache.audio.shape[1] - self.window_samples
+                audio_start = int(min(max(audio_start + round(shift), 0), last_sample))
             waveform = self.cache.audio[clip, audio_start:audio_start + self.window_samples]  # (S,)
             if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip
                 waveform = np.pad(waveform, (0, self.window_samples - waveform.shape[0]))

@@ -13,6 +13,7 @@ module's buffers so that checkpoints capture it, and its math lives in ``avlib.l
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -55,10 +56,11 @@ def register(name: str):
     return wrap
 
 
-def build_sampler(cfg: "PretrainConfig", num_clips: int) -> "Sampler":
+def build_sampler(cfg: "PretrainConfig", num_clips: int, hidden_dims: dict[str, int]) -> "Sampler":
+    """The method ``cfg.sampler``; ``hidden_dims`` = width of each projection head's last-layer input."""
     if cfg.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {cfg.sampler!r}; valid choices: {sorted(SAMPLERS)}")
-    return SAMPLERS[cfg.sampler](cfg, num_clips)
+    return SAMPLERS[cfg.sampler](cfg, num_clips, hidden_dims)
 
 
 class Sampler(nn.Module):
@@ -66,10 +68,11 @@ class Sampler(nn.Module):
 
     name: ClassVar[str] = "?"
 
-    def __init__(self, cfg: "PretrainConfig", num_clips: int):
+    def __init__(self, cfg: "PretrainConfig", num_clips: int, hidden_dims: dict[str, int]):
         super().__init__()
         self.cfg = cfg
         self.num_clips = num_clips
+        self.hidden_dims = hidden_dims
 
     def loss(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -91,8 +94,8 @@ class QueueSampler(Sampler):
     WHICH keys enter the queues by overriding :meth:`keys_to_enqueue`.
     """
 
-    def __init__(self, cfg: "PretrainConfig", num_clips: int):
-        super().__init__(cfg, num_clips)
+    def __init__(self, cfg: "PretrainConfig", num_clips: int, hidden_dims: dict[str, int]):
+        super().__init__(cfg, num_clips, hidden_dims)
         self.video_queue = KeyQueue(cfg.dictionary_size, cfg.embedding_dim)
         self.audio_queue = KeyQueue(cfg.dictionary_size, cfg.embedding_dim)
 
@@ -124,7 +127,9 @@ class QueueSampler(Sampler):
 
     @torch.no_grad()
     def update(self, batch: StepBatch) -> dict[str, float]:
+        """Enqueue each modality's chosen keys; ``select_s`` is the wall time of choosing + enqueuing."""
+        started = time.perf_counter()
         for modality, queue in self.dictionaries().items():
             keys, clip_index = self.keys_to_enqueue(batch, modality)
             queue.enqueue(keys, clip_index, batch.step)
-        return {}
+        return {"select_s": time.perf_counter() - started}

@@ -157,7 +157,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     model = AVModel(cfg.video_encoder, cfg.audio_encoder, cfg.embedding_dim).to(cfg.device)
     momentum_model = copy.deepcopy(model).requires_grad_(False)
-    sampler = build_sampler(cfg, num_clips=len(cache)).to(cfg.device)
+    hidden_dims = {"video": model.video_head.last.in_features, "audio": model.audio_head.last.in_features}
+    sampler = build_sampler(cfg, len(cache), hidden_dims).to(cfg.device)
     optimizer = build_optimizer(model, cfg)
 
     # The baseline: the very same encoders before any training.
@@ -236,6 +237,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_clips": len(train_indices), "num_clips": len(cache), "classes": list(cache.class_names),
         "final_loss": sum(r["loss"] for r in last_epoch) / max(1, len(last_epoch)),
         "mean_step_s": sum(r["step_s"] for r in rows) / max(1, len(rows)),
+        # the dictionary update's own time (the active selection), and its share of the step
+        "mean_select_s": sum(r.get("select_s", 0.0) for r in rows) / max(1, len(rows)),
         "num_threads": cfg.num_threads, "num_workers": cfg.num_workers,
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
     }

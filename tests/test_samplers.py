@@ -1,0 +1,92 @@
+"""Every registered sampler trains end to end on a tiny run; the active sampler's pool invariants."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avlib.active import EMBEDDINGS, SELECTORS
+from avlib.config import PretrainConfig
+from avlib.models.encoders import Embeddings
+from avlib.samplers import SAMPLERS, StepBatch, build_sampler
+from avlib.train import pretrain, read_metrics
+from tiny import TINY, tiny_config
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_trains_and_fills_its_dictionaries(name, tmp_path):
+    summary = pretrain(tiny_config(tmp_path / name, sampler=name, max_steps=4, probe=False))
+    rows = read_metrics(tmp_path / name)
+    assert summary["sampler"] == name and len(rows) == 4
+    assert all(r["select_s"] >= 0 for r in rows)
+    state = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=False)["sampler"]
+    assert int(state["video_queue.count"]) > 0 and int(state["audio_queue.count"]) > 0
+
+
+def _fake_batch(step, batch_size=4, dim=8, hidden=6, generator_seed=0):
+    g = torch.Generator().manual_seed(100 + step)
+
+    def unit(*shape):
+        return F.normalize(torch.randn(*shape, generator=g), dim=-1)
+
+    embeddings = lambda: Embeddings(unit(batch_size, dim), unit(batch_size, dim),  # noqa: E731
+                                    torch.randn(batch_size, hidden, generator=g), torch.randn(batch_size, hidden, generator=g))
+    clips = torch.arange(step * batch_size, (step + 1) * batch_size)
+    return StepBatch(step=step, clip_index=clips, queries=embeddings(), keys=embeddings(),
+                     generator=torch.Generator().manual_seed(generator_seed + step))
+
+
+@pytest.mark.parametrize("embedding", sorted(EMBEDDINGS))
+@pytest.mark.parametrize("selector", sorted(SELECTORS))
+def test_active_pool_keeps_its_backlog_and_enqueues_each_key_at_most_once(embedding, selector):
+    cfg = PretrainConfig(**{**TINY, "sampler": "active", "embedding_dim": 8, "dictionary_size": 64,
+                            "active_embedding": embedding, "active_selector": selector, "active_pool_factor": 3})
+    sampler = build_sampler(cfg, num_clips=100, hidden_dims={"video": 6, "audio": 6})
+    for step in range(8):
+        sampler.update(_fake_batch(step))
+        for modality, queue in sampler.dictionaries().items():
+            _, clips = queue.valid()
+            # backlog = (3 - 1) * 4 = 8 candidates: nothing enters for 2 steps, then B = 4 per step
+            assert len(clips) == 4 * max(0, step - 1)
+            assert len(set(clips.tolist())) == len(clips), "a candidate entered the dictionary twice"
+            pool = getattr(sampler, f"{modality}_pool")
+            assert int(pool.size) == min(8, 4 * (step + 1))
+            assert not set(pool.clip_index[: int(pool.size)].tolist()) & set(clips.tolist())
+
+
+def test_stale_candidates_age_out_of_the_pool():
+    cfg = PretrainConfig(**{**TINY, "sampler": "active", "embedding_dim": 8, "dictionary_size": 8,
+                            "active_pool_factor": 3})  # candidates live max(3, dictionary_size / B) = 3 steps
+    sampler = build_sampler(cfg, num_clips=100, hidden_dims={"video": 6, "audio": 6})
+    for step in range(6):
+        sampler.update(_fake_batch(step))
+        pool = sampler.audio_pool
+        ages = step - pool.step_added[: int(pool.size)]
+        assert bool((ages < 3).all())
+
+
+def test_active_selection_is_deterministic_given_the_step_generator():
+    cfg = PretrainConfig(**{**TINY, "sampler": "active", "embedding_dim": 8, "dictionary_size": 64})
+
+    def run():
+        sampler = build_sampler(cfg, num_clips=100, hidden_dims={"video": 6, "audio": 6})
+        for step in range(5):
+            sampler.update(_fake_batch(step))
+        return sampler.audio_queue.valid()[1].tolist()
+
+    assert run() == run()
+
+
+def test_active_prefers_diverse_candidates_over_a_redundant_cluster():
+    """k-center on key features, with a backlog of near-duplicates of one key, picks the fresh spread-out keys."""
+    cfg = PretrainConfig(**{**TINY, "sampler": "active", "embedding_dim": 8, "dictionary_size": 64,
+                            "active_embedding": "feature", "active_selector": "kcenter", "active_pool_factor": 3})
+    sampler = build_sampler(cfg, num_clips=100, hidden_dims={"video": 6, "audio": 6})
+    same = F.normalize(torch.ones(1, 8), dim=1)
+    for step in range(2):  # the backlog (8 candidates) fills with near-duplicates of one key
+        b = _fake_batch(step)
+        b.keys.audio = F.normalize(same.repeat(4, 1) + 1e-3 * torch.randn(4, 8), dim=1)
+        sampler.update(b)
+    batch = _fake_batch(2)  # 4 fresh, spread-out keys arrive; 4 of the 12 candidates enter
+    sampler.update(batch)
+    entered = sampler.audio_queue.valid()[1].tolist()
+    assert len(entered) == 4 and sum(c in batch.clip_index.tolist() for c in entered) >= 3
