@@ -2,7 +2,7 @@
 #   make pretrain   # pretraining on the embedded dataset via notebooks/02_pretrain.ipynb (papermill)
 #   make test       # the test suite, notebooks included
 UV := $(shell command -v uv >/dev/null 2>&1 && echo uv || echo "python3 -m uv")
-SAMPLER ?= random
+SAMPLER ?= active
 RUN ?= runs/$(SAMPLER)
 PARAMS ?=
 
@@ -20,6 +20,7 @@ test: uv
 
 bench: uv
 	$(UV) run --frozen python bench/bench_select.py
+	$(UV) run --frozen python bench/bench_train_step.py
 
 lab: uv
 	$(UV) run --frozen jupyter lab notebooks/

@@ -74,7 +74,7 @@ class PretrainConfig(_Config):
     """Parameters of ``notebooks/02_pretrain.ipynb`` (cross-modal MoCo pretraining + probes)."""
 
     # what to train on and with which method
-    sampler: str = "random"
+    sampler: str = "active"  # "random" is the MoCo baseline; see avlib.samplers.SAMPLERS
     dataset: str = EMBEDDED_DATASET  # the embedded dataset's name, or a path to a manifest CSV
     dataset_root: str | None = None  # where a manifest's relative paths resolve (default: its folder)
     run_dir: str = "runs/default"
@@ -89,8 +89,8 @@ class PretrainConfig(_Config):
     fps: int = 8
     frame_size: int = 64
     sample_rate: int = 16000
-    window_s: float = 1.5  # the temporally aligned window each modality sees
-    av_jitter_s: float = 0.0  # training only: shift the audio window by up to this many seconds
+    window_s: float = 1.5  # the video window (frames = window_s * fps)
+    audio_window_s: float = 1.5  # the audio window, centred on the video window
     crop_size: int = 48
     n_mels: int = 64
     on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
@@ -142,12 +142,11 @@ class PretrainConfig(_Config):
                      "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size", "active_pool_factor",
                      "num_threads", "checkpoint_every"):
             _check_positive(name, getattr(self, name))
-        for name in ("clip_seconds", "window_s", "temperature", "lr"):
+        for name in ("clip_seconds", "window_s", "audio_window_s", "temperature", "lr"):
             _check_positive(name, getattr(self, name))
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         _check_positive("num_workers", self.num_workers, allow_zero=True)
-        _check_positive("av_jitter_s", self.av_jitter_s, allow_zero=True)
         _check_fraction("momentum", self.momentum)
         _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
         if self.batch_size < 2:
@@ -156,8 +155,9 @@ class PretrainConfig(_Config):
             raise ConfigError(f"parameter crop_size={self.crop_size} must be <= frame_size={self.frame_size}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"parameter max_steps={self.max_steps!r} must be None or >= 1")
-        if self.window_s > self.clip_seconds:
-            raise ConfigError(f"parameter window_s={self.window_s} must be <= clip_seconds={self.clip_seconds}")
+        for name in ("window_s", "audio_window_s"):
+            if getattr(self, name) > self.clip_seconds:
+                raise ConfigError(f"parameter {name}={getattr(self, name)} must be <= clip_seconds={self.clip_seconds}")
         if round(self.window_s * self.fps) < 4:
             raise ConfigError(f"parameters window_s*fps={self.window_s * self.fps:g} must give >= 4 frames")
 
@@ -167,8 +167,7 @@ class PretrainConfig(_Config):
 
     @property
     def window_samples(self) -> int:
-        # exactly the audio that spans the video window, so the two stay aligned sample-for-frame
-        return int(round(self.window_frames / self.fps * self.sample_rate))
+        return int(round(self.audio_window_s * self.sample_rate))
 
 
 @dataclass(frozen=True)

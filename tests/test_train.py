@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory):
 
 def test_run_folder_contract(tiny_run):
     run_dir, summary = tiny_run
-    assert json.loads((run_dir / "config.json").read_text())["sampler"] == "random"
+    assert json.loads((run_dir / "config.json").read_text())["sampler"] == "active"  # the default
     rows = read_metrics(run_dir)
     assert [r["step"] for r in rows] == list(range(summary["steps"]))
     assert {"step", "loss", "lr", "step_s"} <= set(rows[0])

@@ -69,6 +69,9 @@ def derive_seed(seed: int, *keys: int) -> int:
 class AVWindows(Dataset):
     """Aligned (video, audio) windows of the clips ``indices`` of a decoded cache.
 
+    The two windows share their centre; the audio window may be longer (``audio_window_s``), as in
+    AVID where 2 s of audio accompany a shorter video clip, so that rhythm is audible.
+
     Items are ``(position, seed)`` pairs.  Training: the window start is random (drawn from
     ``seed``) and both modalities are augmented.  Evaluation: ``seed`` is read as the window number
     k of ``eval_windows`` evenly spaced windows, without augmentation.
@@ -81,7 +84,6 @@ class AVWindows(Dataset):
         self.eval_windows = eval_windows
         self.fps, self.sample_rate = cfg.fps, cfg.sample_rate
         self.window_frames, self.window_samples = cfg.window_frames, cfg.window_samples
-        self.av_jitter_s = cfg.av_jitter_s
         self.total_frames = cache.video.shape[1]
         assert self.window_frames <= self.total_frames, "window longer than the cached clips"
         self.video_transform = VideoTransform(cfg.crop_size, train)
@@ -102,11 +104,10 @@ class AVWindows(Dataset):
         with seeded(seed):
             start = self._start_frame(seed)
             frames = self.cache.video[clip, start:start + self.window_frames]  # (T, H, W, 3)
-            audio_start = int(round(start / self.fps * self.sample_rate))  # same instant as frame `start`
-            if self.train and self.av_jitter_s > 0:  # shift the audio window by up to ±av_jitter_s
-                shift = (2 * float(torch.rand(())) - 1) * self.av_jitter_s * self.sample_rate
-                last_sample = self.cache.audio.shape[1] - self.window_samples
-                audio_start = int(min(max(audio_start + round(shift), 0), last_sample))
+            # the audio window shares the video window's centre (moved inside the clip at its ends)
+            centre_s = (start + self.window_frames / 2) / self.fps
+            audio_start = int(round(centre_s * self.sample_rate)) - self.window_samples // 2
+            audio_start = min(max(audio_start, 0), self.cache.audio.shape[1] - self.window_samples)
             waveform = self.cache.audio[clip, audio_start:audio_start + self.window_samples]  # (S,)
             if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip
                 waveform = np.pad(waveform, (0, self.window_samples - waveform.shape[0]))

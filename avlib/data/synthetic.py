@@ -64,7 +64,9 @@ with which video) is learnable, not only the class.
 
 Nuisances (drawn per clip, identical distribution for every class)
 ------------------------------------------------------------------
-Visual: object and background hue and saturation (any), their brightness (a dim background, value
+Visual: background hue and saturation (any), the object's hue within its class's colour family (a
+band of ±0.06 of the hue circle shared by the two classes of a rhythm pair, see ``class_attributes``)
+and its saturation, their brightness (a dim background, value
 0.10-0.45, and a bright object, value 0.70-1.0, so luminance edges always carry shape and motion), a
 low-contrast gradient + grating texture and per-frame pixel noise (amplitude ∝ ``noise``), object
 size, a small tilt (±0.15 rad) and slow spin of the shape and of the motion axis, motion amplitude,
@@ -129,7 +131,7 @@ __all__ = [
 ]
 
 # Bump when the rendering/synthesis changes, so cached datasets on disk are regenerated.
-FORMAT_VERSION = 4  # 4: colour family + pitch register per class pair; 2: class tempo (class_period), larger objects, mbtree=0; 3: bright objects, upright
+FORMAT_VERSION = 4  # 4: colour family per rhythm pair, wider audio context; 2: class tempo (class_period), larger objects, mbtree=0; 3: bright objects, upright
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring")
 MOTIONS = ("bounce", "pingpong", "orbit", "pulse", "zigzag")
@@ -237,18 +239,24 @@ def default_root(spec: SyntheticSpec) -> Path:
 # Class table
 # ----------------------------------------------------------------------------------------------
 def class_attributes(k: int) -> dict:
-    """(shape, motion, timbre, rhythm, family) of class k; the linear maps mod 5 are invertible.
+    """(shape, motion, timbre, rhythm, colour family) of class k; the linear maps mod 5 are invertible.
 
-    ``family`` couples a colour family (a band of hues) with a pitch register: classes k and k' of
-    the same family share both, so colour or pitch alone tells at most which pair of classes a clip
-    belongs to.  It is the cross-modal regularity that random features already see, which lets
-    contrastive training start; the rest of the class (shape, motion, rhythm, timbre) must be learned.
+    Each attribute pairs class (a, 0) with class (a - d, 1) for its own offset d (shape 0, motion 1,
+    rhythm 2, timbre 3), so no two of them group the classes the same way.  The colour family (a
+    band of object hues) follows the rhythm grouping: the two classes that share a rhythm share a
+    colour family.  That class-pair coupling of a raw visual statistic with the sound's rhythm is a
+    cross-modal regularity that random video features already see, which lets contrastive training
+    start: with every raw statistic independent across modalities, a supervised video encoder
+    learned the classes but cross-modal training stayed at chance for 400 steps.  Measured variants
+    (random sampler, default size): colour family on the timbre pairs gave +30/+9 points (video/audio
+    linear probe over random init), on the rhythm pairs +37/+11, with a pitch register coupled too
+    +29/+12 but a random-init audio probe of 0.64-0.78.
     """
     a, b = k % 5, k // 5
     shape, motion = SHAPES[a], MOTIONS[(a + b) % 5]
     timbre, rhythm = TIMBRES[(2 * a + b) % 5], RHYTHMS[(a + 2 * b) % 5]
     return {"name": f"{motion}_{shape}_{timbre}_{rhythm}", "shape": shape, "motion": motion,
-            "timbre": timbre, "rhythm": rhythm, "family": (a + 3 * b) % 5}
+            "timbre": timbre, "rhythm": rhythm, "family": (a + 2 * b) % 5}
 
 
 def describe_classes(spec: SyntheticSpec | None = None) -> list[dict]:
@@ -394,8 +402,7 @@ def plan_clip(spec: SyntheticSpec, index: int) -> ClipPlan:
     }
     ra = _rng(spec, index, 2)
     audio = {
-        # the family's register: one fifth of the log-range 200-1200 Hz
-        "f0": float(np.exp(np.log(200.0) + np.log(6.0) * (attrs["family"] + ra.uniform(0.1, 0.9)) / 5)),
+        "f0": float(np.exp(ra.uniform(np.log(200.0), np.log(1200.0)))),
         "gain_db": ra.uniform(-34.0, -18.0), "decay": ra.uniform(0.05, 0.3),
         "velocities": ra.uniform(0.7, 1.0, size=len(events)),
         "noise_beta": ra.uniform(0.0, 2.0), "fm_index": ra.uniform(1.5, 4.0),

@@ -77,7 +77,12 @@ def _conv2d_block(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 class Light2DEncoder(nn.Module):
-    """A 4-layer 2-D CNN over (B, 1, mels, frames) log-mel spectrograms."""
+    """A 2-D CNN over (B, 1, mels, frames) log-mel spectrograms: 4 strided blocks, then a wide-in-time block.
+
+    The strided blocks see ~0.3 s of audio; the last block (kernel 5 along time at a 160 ms stride)
+    widens the receptive field to ~1 s, so that rhythm and tempo (beat periods of 0.3-0.7 s), not
+    only onset density, reach the pooled feature.
+    """
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 128)):
         super().__init__()
@@ -86,6 +91,7 @@ class Light2DEncoder(nn.Module):
         for c_out in widths:
             layers += _conv2d_block(c_in, c_out)
             c_in = c_out
+        layers += [nn.Conv2d(c_in, c_in, (3, 5), 1, (1, 2), bias=False), nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
         self.out_dim = widths[-1]
 

@@ -1,0 +1,52 @@
+"""Probes on constructed features with known answers, and the figures the notebooks draw."""
+
+import numpy as np
+import pytest
+
+from avlib.analysis.plots import plot_clip, plot_confusion, plot_training_curves, probe_table
+from avlib.eval.probe import knn_probe, linear_probe
+
+
+def blobs(n_per_class, classes, dim, spread, seed, centre_seed=0):
+    centres = np.random.default_rng(centre_seed).normal(size=(classes, dim)) * 3
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return centres[labels] + spread * rng.normal(size=(len(labels), dim)), labels
+
+
+def test_linear_and_knn_probes_separate_separable_classes_and_not_noise():
+    x, y = blobs(30, 4, 8, 0.5, seed=0)
+    xt, yt = blobs(10, 4, 8, 0.5, seed=1)  # held-out points around the same centres
+    assert linear_probe(x, y, xt, yt).accuracy == 1.0
+    assert knn_probe(x, y, xt, yt, k=5).accuracy == 1.0
+    rng = np.random.default_rng(1)
+    noise_train, noise_test = rng.normal(size=(120, 8)), rng.normal(size=(400, 8))
+    labels_train, labels_test = rng.integers(0, 4, 120), rng.integers(0, 4, 400)
+    assert linear_probe(noise_train, labels_train, noise_test, labels_test).accuracy < 0.4  # chance 0.25
+
+
+def test_linear_probe_picks_regularisation_on_validation():
+    x, y = blobs(20, 3, 5, 1.0, seed=2)
+    result = linear_probe(x, y, x, y, val_x=x, val_y=y)
+    assert result.details["C"] in (0.01, 0.1, 1.0, 10.0) and set(result.details["val"]) == {0.01, 0.1, 1.0, 10.0}
+
+
+def test_knn_with_fewer_training_points_than_k():
+    x, y = blobs(1, 3, 4, 0.1, seed=3)
+    assert knn_probe(x, y, x, y, k=10).details["k"] == 3
+
+
+def test_figures_render():
+    rows = [{"step": s, "loss": 5 - s / 10, "v2a_loss": 5.0, "a2v_loss": 5.0, "pos_sim": 0.1, "neg_sim": 0.0,
+             "top1": 0.1} for s in range(30)]
+    assert plot_training_curves(rows).axes
+    frames = np.zeros((6, 16, 16, 3), np.uint8)
+    assert plot_clip(frames, np.zeros((8, 20))).axes
+    assert plot_confusion(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"]).axes
+
+
+def test_probe_table_shows_the_gain_in_points():
+    probe = {"video": {"linear": 0.9, "knn": 0.8}, "audio": {"linear": 0.7, "knn": 0.6}}
+    base = {"video": {"linear": 0.5, "knn": 0.5}, "audio": {"linear": 0.5, "knn": 0.5}}
+    table = probe_table(probe, base)
+    assert "| video | linear | 0.900 | 0.500 | +40.0 |" in table
