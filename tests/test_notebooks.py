@@ -86,3 +86,5 @@ def test_notebook_is_clean_and_its_parameters_cell_mirrors_the_config(name, conf
         assigned[statement.targets[0].id] = ast.literal_eval(statement.value)  # literals only
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
     assert assigned == defaults, f"{name}'s parameters cell differs from {config.__name__}'s defaults"
+    # papermill itself must read every parameter (what `papermill --help-notebook` lists)
+    assert set(papermill.inspect_notebook(str(NOTEBOOKS / name))) == set(defaults)
