@@ -226,8 +226,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
         metrics.close()
         if progress is not None:
             progress.close()
-    if start_step >= total_steps and not checkpoint_path.exists():
-        checkpoint(total_steps)
     train_wall_s = previous_wall_s + time.perf_counter() - run_started
 
     rows = read_metrics(run_dir)
