@@ -58,11 +58,11 @@ class AudioTransform:
 
     25 ms windows with a 10 ms hop, as in the audio encoders of AVID and CM-ACC.  Each spectrogram
     is standardised on its own, which removes overall loudness (a nuisance, not content).  Training
-    adds SpecAugment-style frequency masking (Park et al. 2019) and, if ``time_mask_frames`` > 0,
-    time masking.
+    adds SpecAugment-style frequency masking (Park et al. 2019); no time masking, which hides onsets,
+    i.e. the rhythm the audio must convey (measured: the audio probe gained less with it).
     """
 
-    def __init__(self, sample_rate: int, n_mels: int, train: bool, time_mask_frames: int = 0):
+    def __init__(self, sample_rate: int, n_mels: int, train: bool):
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate, n_fft=2 * int(0.016 * sample_rate), win_length=int(0.025 * sample_rate),
             hop_length=int(0.010 * sample_rate),
@@ -70,8 +70,6 @@ class AudioTransform:
         )
         self.train = train
         self.freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, n_mels // 8))
-        # time masks hide onsets, i.e. the rhythm the audio must convey: off by default
-        self.time_mask = torchaudio.transforms.TimeMasking(time_mask_param=time_mask_frames) if time_mask_frames else None
 
     def __call__(self, waveform: np.ndarray) -> torch.Tensor:
         spec = self.mel(torch.from_numpy(np.array(waveform, dtype=np.float32)))  # (n_mels, frames)
@@ -80,6 +78,4 @@ class AudioTransform:
         spec = spec.unsqueeze(0)  # (1, n_mels, frames)
         if self.train:
             spec = self.freq_mask(spec)
-            if self.time_mask is not None:
-                spec = self.time_mask(spec)
         return spec

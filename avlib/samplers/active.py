@@ -86,6 +86,9 @@ class ActiveQueueSampler(QueueSampler):
         queries = getattr(batch.queries, other).detach()  # (B, D): the queries this dictionary serves
         name = self.cfg.active_embedding
         if name == "key_grad":
+            # The new batch's keys are both the positives of the loss and (the last B) candidates, so
+            # they appear twice in key_grad's dictionary; that splits their softmax mass in two, a
+            # small bias on the newest candidates' embeddings that this implementation accepts.
             embedding = candidate_embedding(name, queries=queries, positive_keys=getattr(batch.keys, modality),
                                             pool_keys=keys, temperature=self.cfg.temperature)
         elif name == "badge":
