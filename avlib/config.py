@@ -143,6 +143,15 @@ class PretrainConfig(_Config):
     probe: bool = True
     progress: bool = True
     snapshot_every: int = 50  # steps between dictionary snapshots in run_dir/snapshots/ (0 = none)
+    # scale-out (avlib.train.distributed): torchrun processes, batch norm across ranks, speed options
+    nproc_per_node: int = 1  # >1: the notebook launches torchrun with this many processes (batch_size is global)
+    sync_batchnorm: bool = True  # with >1 process, batch-norm statistics span the global batch
+    shuffle_bn: bool = False  # MoCo's shuffling BN: keys computed in key_bn_groups random groups of the batch
+    key_bn_groups: int = 0  # shuffle_bn: groups per global batch (0 = one per process)
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; for GPUs)
+    channels_last: bool = False  # channels-last memory format for the encoders (for GPUs)
+    compile: bool = False  # torch.compile the encoders
+    check_ranks: bool = True  # with >1 process, compare the dictionaries of every rank by hash after each step
 
     def __post_init__(self) -> None:
         from avlib.active import EMBEDDINGS, SELECTORS
@@ -158,12 +167,13 @@ class PretrainConfig(_Config):
         _check_choice("on_bad_clip", self.on_bad_clip, {"skip", "raise"})
         _check_choice("soft_target_space", self.soft_target_space, {"within", "cross", "both"})
         _check_choice("label_source", self.label_source, {"ground_truth", "kmeans"})
+        _check_choice("precision", self.precision, {"fp32", "bf16"})
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         for name in ("num_classes", "clips_per_class", "fps", "frame_size", "sample_rate", "crop_size",
                      "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size", "active_pool_factor",
                      "num_threads", "checkpoint_every", "bank_negatives", "soft_target_neighbors",
-                     "hard_negative_count", "pseudo_label_every"):
+                     "hard_negative_count", "pseudo_label_every", "nproc_per_node"):
             _check_positive(name, getattr(self, name))
         for name in ("clip_seconds", "window_s", "audio_window_s", "temperature", "lr"):
             _check_positive(name, getattr(self, name))
@@ -171,7 +181,8 @@ class PretrainConfig(_Config):
         _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         _check_positive("num_workers", self.num_workers, allow_zero=True)
         _check_positive("weight_sharpness", self.weight_sharpness)
-        for name in ("robust_warmup_epochs", "label_warmup_epochs", "pseudo_label_clusters", "snapshot_every"):
+        for name in ("robust_warmup_epochs", "label_warmup_epochs", "pseudo_label_clusters", "snapshot_every",
+                     "key_bn_groups"):
             _check_positive(name, getattr(self, name), allow_zero=True)
         _check_fraction("bank_momentum", self.bank_momentum)
         _check_fraction("weight_floor", self.weight_floor, closed_top=True)
@@ -183,6 +194,12 @@ class PretrainConfig(_Config):
         _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
         if self.batch_size < 2:
             raise ConfigError("parameter batch_size must be >= 2: each query needs other clips as negatives")
+        if self.batch_size % self.nproc_per_node:
+            raise ConfigError(f"parameter batch_size={self.batch_size} (the global batch) must be a multiple of "
+                              f"nproc_per_node={self.nproc_per_node}")
+        if self.shuffle_bn and self.key_bn_groups and self.batch_size % self.key_bn_groups:
+            raise ConfigError(f"parameter batch_size={self.batch_size} must be a multiple of "
+                              f"key_bn_groups={self.key_bn_groups}")
         if self.crop_size > self.frame_size:
             raise ConfigError(f"parameter crop_size={self.crop_size} must be <= frame_size={self.frame_size}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -209,3 +209,25 @@ def test_raw_statistics_do_not_predict_class_but_attributes_do():
     table = syn.describe_classes(spec)
     attrs = {(r["shape"], r["motion"], r["timbre"], r["rhythm"]): r["index"] for r in table}
     assert len(attrs) == 10  # the ground-truth attributes determine the class
+
+
+def test_two_processes_generating_the_same_dataset_both_get_it_whole(tmp_path):
+    """Parallel study runs (or torchrun ranks) may ask for one dataset at once: one generates, the
+    other waits on the lock and finds it complete (without the lock, one of them lost its clips
+    to the other's clean-up of temporary files)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from avlib.data.synthetic import SyntheticSpec, generate; "
+              f"print(generate(sys.argv[1], SyntheticSpec(**{SMALL!r}), workers=1))")
+    root = tmp_path / "shared"
+    processes = [subprocess.Popen([sys.executable, "-c", script, str(root)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+    spec = SyntheticSpec(**SMALL)
+    assert syn._is_complete(root, spec)
+    with open(root / "manifest.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == spec.num_clips
+    assert not list((root / "clips").glob(".tmp-*"))

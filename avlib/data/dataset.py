@@ -57,7 +57,7 @@ def open_dataset(cfg, *, progress: bool = True) -> DecodedCache:
 
 
 # Stream tags for derive_seed: each kind of randomness draws from its own independent stream.
-SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM, SUBSET_STREAM = 0, 1, 2, 3
+SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM, SUBSET_STREAM, SHUFFLE_STREAM = 0, 1, 2, 3, 4
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -137,15 +137,22 @@ class StepBatches(torch.utils.data.Sampler):
     """Yields, for steps ``start_step .. total_steps-1``, the list of ``(position, sample seed)`` items.
 
     Each epoch is a fresh permutation seeded by (seed, epoch); the last incomplete batch of an epoch
-    is dropped so that every step has the same batch size.
+    is dropped so that every step has the same batch size.  Under data-parallel training, ``shard``
+    = (rank, world size) yields only that rank's contiguous share of each (global) batch, so the
+    union over ranks is exactly the single-process batch, augmentation seeds included.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0):
+    def __init__(self, num_items: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
         if num_items < batch_size:
             raise ValueError(f"batch_size={batch_size} is larger than the {num_items} training clips")
+        rank, world_size = shard
+        assert 0 <= rank < world_size and batch_size % world_size == 0, "the batch must split evenly over ranks"
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.total_steps, self.start_step = total_steps, start_step
         self.steps_per_epoch = num_items // batch_size
+        share = batch_size // world_size
+        self.rows = slice(rank * share, (rank + 1) * share)
 
     def __len__(self) -> int:
         return max(0, self.total_steps - self.start_step)
@@ -161,7 +168,7 @@ class StepBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         for step in range(self.start_step, self.total_steps):
-            yield self.batch(step)
+            yield self.batch(step)[self.rows]
 
 
 def collate(items: list[dict]) -> dict:

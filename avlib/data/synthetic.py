@@ -96,6 +96,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -716,12 +717,27 @@ def generate(root: str | os.PathLike | None = None, spec: SyntheticSpec | None =
     via a temp name + rename), then spec.json, then the manifest LAST (temp file + os.replace): a
     killed generation never has a manifest, so it never looks complete.
     ``root=None`` uses :func:`default_root`.  ``workers`` processes encode in parallel.
+
+    Several processes may ask for the same dataset at once (parallel study runs, the ranks of a
+    torchrun job): a lock file beside ``root`` lets one generate while the others wait, then find
+    it complete.  (The lock file stays: removing it would let a late process lock a fresh file
+    while an early one still holds the old.)
     """
     spec = spec or SyntheticSpec()
     root = Path(root) if root is not None else default_root(spec)
     manifest = root / "manifest.csv"
     if _is_complete(root, spec):
         return manifest
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_complete(root, spec):
+            _generate_into(root, spec, workers, progress)
+    return manifest
+
+
+def _generate_into(root: Path, spec: SyntheticSpec, workers: int, progress: bool) -> None:
+    manifest = root / "manifest.csv"
     clips_dir = root / "clips"
     clips_dir.mkdir(parents=True, exist_ok=True)
     manifest.unlink(missing_ok=True)
@@ -753,4 +769,3 @@ def generate(root: str | os.PathLike | None = None, spec: SyntheticSpec | None =
     meta["generation_seconds"] = round(time.perf_counter() - t0, 2)
     _atomic_write_text(root / "spec.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     _atomic_write_text(manifest, _manifest_text(spec))
-    return manifest

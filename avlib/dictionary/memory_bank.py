@@ -9,9 +9,9 @@ the clips of the last few batches; robust xID also reads each clip's neighbours 
 Slots start as random unit vectors (as in the papers), so draws are meaningful from step one; a
 slot's ``step_added`` is -1 until the clip is first written.  The training clips occupy the first
 T slots, so that ``valid()`` is a prefix, as for the queue (analyses pair ``keys[:n]``,
-``clip_index[:n]`` and ``step_added[:n]``); ``slot_of`` maps a clip index to its slot.  Under DDP the caller gathers the
-embeddings and clip indices of all ranks before :meth:`update` (``gather=True`` does it), so every
-rank holds the same bank.
+``clip_index[:n]`` and ``step_added[:n]``); ``slot_of`` maps a clip index to its slot.  Under
+data-parallel training :meth:`update` receives the embeddings and clip indices of the global
+batch, gathered from all ranks by the loop, so every rank holds the same bank.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avlib.dictionary.queue import gather_across_ranks
 
 
 class MemoryBank(nn.Module):
@@ -65,14 +64,12 @@ class MemoryBank(nn.Module):
         return self.step_added[self.slot_of[clip_index]]
 
     @torch.no_grad()
-    def update(self, embeddings: torch.Tensor, clip_index: torch.Tensor, step: int, *, gather: bool = True) -> None:
+    def update(self, embeddings: torch.Tensor, clip_index: torch.Tensor, step: int) -> None:
         """Momentum-average the clips' new embeddings into their slots and re-normalise.
 
         A slot written for the first time takes the embedding as it is (its random initial value
         carries no information worth averaging in).
         """
-        if gather:
-            embeddings, clip_index = gather_across_ranks(embeddings), gather_across_ranks(clip_index)
         assert embeddings.dim() == 2 and embeddings.shape[1] == self.keys.shape[1], "embeddings must be (B, D)"
         assert clip_index.shape == embeddings.shape[:1], "one clip index per embedding"
         slots = self.slot_of[clip_index]  # (B,)

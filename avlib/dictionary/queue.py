@@ -1,26 +1,18 @@
 """The MoCo dictionary: a FIFO queue of keys, one per modality, remembering which clip each key is.
 
-The queue owns its buffer, its write pointer and an explicit gather across ranks (so that under
-DDP every rank enqueues the same global batch and holds the same dictionary).  Every key keeps
-its clip index and the step it entered, because analyses need key -> clip -> label and key age,
-and because a query must not meet a stale copy of its own clip among its negatives.
+The queue owns its buffer and its write pointer.  Every key keeps its clip index and the step it
+entered, because analyses need key -> clip -> label and key age, and because a query must not
+meet a stale copy of its own clip among its negatives.  Under data-parallel training the loop
+hands ``Sampler.update`` the keys of the GLOBAL batch, gathered from every rank
+(``avlib.train.distributed.gather``, MoCo's ``concat_all_gather``), so every rank enqueues the
+same keys and holds the same dictionary; the active sampler needs the gathered candidates before
+it chooses, which is why the gather happens once, in the loop, rather than inside ``enqueue``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
-
-
-@torch.no_grad()
-def gather_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0 (identity without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
 
 
 class KeyQueue(nn.Module):
@@ -49,10 +41,8 @@ class KeyQueue(nn.Module):
         return self.keys[:n], self.clip_index[:n]
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor, clip_index: torch.Tensor, step: int, *, gather: bool = True) -> None:
+    def enqueue(self, keys: torch.Tensor, clip_index: torch.Tensor, step: int) -> None:
         """Write a batch of keys at the pointer, wrapping around (oldest keys are overwritten)."""
-        if gather:
-            keys, clip_index = gather_across_ranks(keys), gather_across_ranks(clip_index)
         batch = keys.shape[0]
         assert keys.dim() == 2 and keys.shape[1] == self.keys.shape[1], f"bad key shape {tuple(keys.shape)}"
         assert clip_index.shape == (batch,), "one clip index per key"

@@ -17,38 +17,42 @@ def info_nce(
     queue_keys: torch.Tensor,
     temperature: float,
     queue_mask: torch.Tensor | None = None,
+    positive_offset: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """InfoNCE of B queries against [B batch keys ; K queue keys]; query i's positive is batch key i.
+    """InfoNCE of B queries against [G batch keys ; K queue keys]; query i's positive is batch key offset + i.
 
     Args:
         queries: (B, D) L2-normalised.
-        batch_keys: (B, D) L2-normalised keys of the same clips (other modality); row i is positive.
+        batch_keys: (G, D) L2-normalised keys (other modality) of the global batch, G >= B: G = B in
+            one process; under data parallelism every rank's keys, this rank's at ``positive_offset``.
         queue_keys: (K, D) L2-normalised negatives (K may be 0).
         temperature: tau in exp(q.k / tau).
         queue_mask: optional (B, K) bool, True where a queue key must NOT count as a negative of
             that query (e.g. a stale copy of the query's own clip).
+        positive_offset: row of ``batch_keys`` holding query 0's positive.
 
     Returns:
         The mean loss over queries, and diagnostics: mean positive / negative cosine similarity
         and the top-1 accuracy of picking the positive.
     """
-    assert queries.shape == batch_keys.shape, "one positive key per query"
-    assert queue_keys.shape[1:] == queries.shape[1:], "keys and queries share the embedding dimension"
     batch = queries.shape[0]
-    batch_sim = queries @ batch_keys.T  # (B, D) @ (D, B) -> (B, B); the diagonal holds positives
+    assert batch_keys.shape[1:] == queries.shape[1:] and 0 <= positive_offset <= batch_keys.shape[0] - batch, \
+        "one positive key per query, at rows positive_offset .. positive_offset + B of batch_keys"
+    assert queue_keys.shape[1:] == queries.shape[1:], "keys and queries share the embedding dimension"
+    batch_sim = queries @ batch_keys.T  # (B, D) @ (D, G) -> (B, G); positives at (i, offset + i)
     queue_sim = queries @ queue_keys.T  # (B, D) @ (D, K) -> (B, K)
-    logits = torch.cat([batch_sim, queue_sim], dim=1) / temperature  # (B, B + K)
+    logits = torch.cat([batch_sim, queue_sim], dim=1) / temperature  # (B, G + K)
     if queue_mask is not None:
         assert queue_mask.shape == queue_sim.shape, "queue_mask must be (B, K)"
         full_mask = torch.cat([torch.zeros_like(batch_sim, dtype=torch.bool), queue_mask], dim=1)
         logits = logits.masked_fill(full_mask, float("-inf"))
-    targets = torch.arange(batch, device=queries.device)
+    targets = positive_offset + torch.arange(batch, device=queries.device)  # (B,)
     loss = F.cross_entropy(logits, targets)
 
     with torch.no_grad():
-        positive = batch_sim.diagonal()
-        off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=queries.device)
-        negatives = [batch_sim[off_diagonal]]
+        is_positive = F.one_hot(targets, batch_sim.shape[1]).bool()  # (B, G)
+        positive = batch_sim[is_positive]
+        negatives = [batch_sim[~is_positive]]
         if queue_sim.numel():
             negatives.append(queue_sim[~queue_mask] if queue_mask is not None else queue_sim.flatten())
         negative = torch.cat(negatives)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -29,9 +29,23 @@ if TYPE_CHECKING:
     from avlib.config import PretrainConfig
 
 
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 @dataclass
 class StepBatch:
-    """Everything a sampler may look at in one training step (B clips)."""
+    """Everything a sampler may look at in one training step (B clips).
+
+    Under data-parallel training (``avlib.train.distributed``) ``loss`` sees this rank's B queries
+    and keys and, in ``all_keys`` / ``all_clip_index``, the keys of the whole global batch (G =
+    B x ranks, this rank's rows starting at ``offset``): in-batch negatives and every random draw
+    are taken over the global batch, so that the loss is the one a single process would compute.
+    ``update`` is handed the global batch itself (G queries and keys, offset 0), so every rank
+    changes its dictionaries in the same way.  ``gather`` concatenates a (detached) tensor over
+    ranks, for a method whose loss needs a statistic of the global batch.  In one process the
+    global batch is the batch.
+    """
 
     step: int
     clip_index: torch.Tensor  # (B,) index of each clip in the dataset (cache order)
@@ -39,6 +53,25 @@ class StepBatch:
     keys: Embeddings  # momentum encoders, no grad
     labels: torch.Tensor | None = None  # (B,) class indices where a method may use them
     generator: torch.Generator | None = None  # the step's own RNG (seeded by (seed, step)) for a method's draws
+    all_keys: Embeddings | None = None  # (G, ...) keys of the global batch (None: this batch is the global one)
+    all_clip_index: torch.Tensor | None = None  # (G,)
+    offset: int = 0  # this batch's first row in the global batch
+    gather: Callable[[torch.Tensor], torch.Tensor] = _identity  # concatenate over ranks (identity in one process)
+
+    @property
+    def batch_keys(self) -> Embeddings:
+        """The keys of the global batch: the in-batch negatives of every query."""
+        return self.keys if self.all_keys is None else self.all_keys
+
+    @property
+    def batch_clip_index(self) -> torch.Tensor:
+        """(G,) the clips of the global batch."""
+        return self.clip_index if self.all_clip_index is None else self.all_clip_index
+
+    @property
+    def rows(self) -> slice:
+        """This batch's rows of the global batch."""
+        return slice(self.offset, self.offset + self.clip_index.shape[0])
 
 
 @dataclass
@@ -158,15 +191,15 @@ class QueueSampler(Sampler):
     def dictionaries(self) -> dict[str, KeyQueue]:
         return {"video": self.video_queue, "audio": self.audio_queue}
 
-    def _direction(self, queries, batch_keys, queue: KeyQueue, clip_index):
+    def _direction(self, queries, batch_keys, queue: KeyQueue, batch: StepBatch):
         queue_keys, queue_clips = queue.valid()
-        mask = same_clip_mask(clip_index, queue_clips) if self.cfg.mask_same_clip else None
-        return info_nce(queries, batch_keys, queue_keys, self.cfg.temperature, mask)
+        mask = same_clip_mask(batch.clip_index, queue_clips) if self.cfg.mask_same_clip else None
+        return info_nce(queries, batch_keys, queue_keys, self.cfg.temperature, mask, positive_offset=batch.offset)
 
     def loss(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        q, k = batch.queries, batch.keys
-        v2a_loss, v2a = self._direction(q.video, k.audio, self.audio_queue, batch.clip_index)
-        a2v_loss, a2v = self._direction(q.audio, k.video, self.video_queue, batch.clip_index)
+        q, k = batch.queries, batch.batch_keys
+        v2a_loss, v2a = self._direction(q.video, k.audio, self.audio_queue, batch)
+        a2v_loss, a2v = self._direction(q.audio, k.video, self.video_queue, batch)
         loss = 0.5 * (v2a_loss + a2v_loss)
         diagnostics = {
             "v2a_loss": v2a_loss.item(),

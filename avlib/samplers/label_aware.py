@@ -98,8 +98,8 @@ class LabelAwareSampler(QueueSampler):
     # -- the loss ---------------------------------------------------------------------------------
     def _direction(self, queries, batch_keys, positives, queue, batch: StepBatch, partner):
         queue_keys, queue_clips = queue.valid()
-        negatives = torch.cat([batch_keys, queue_keys])  # (K, D), K = B + Q
-        negative_clips = torch.cat([batch.clip_index, queue_clips])  # (K,)
+        negatives = torch.cat([batch_keys, queue_keys])  # (K, D), K = G + Q: the global batch's keys, the queue
+        negative_clips = torch.cat([batch.batch_clip_index, queue_clips])  # (K,)
         size = batch_keys.shape[0]
         own = negative_clips[None, :] == batch.clip_index[:, None]  # (B, K)
         if not self.cfg.mask_same_clip:  # stale queue copies of the own clip stay negatives
@@ -122,8 +122,9 @@ class LabelAwareSampler(QueueSampler):
         # a swapped positive is the partner's latest key of the other modality, else the fresh key
         audio_positive = torch.where(swapped[:, None], self.audio_keys.keys_of(partner), k.audio)  # (B, D)
         video_positive = torch.where(swapped[:, None], self.video_keys.keys_of(partner), k.video)  # (B, D)
-        v2a_loss, v2a = self._direction(q.video, k.audio, audio_positive, self.audio_queue, batch, partner)
-        a2v_loss, a2v = self._direction(q.audio, k.video, video_positive, self.video_queue, batch, partner)
+        everyone = batch.batch_keys
+        v2a_loss, v2a = self._direction(q.video, everyone.audio, audio_positive, self.audio_queue, batch, partner)
+        a2v_loss, a2v = self._direction(q.audio, everyone.video, video_positive, self.video_queue, batch, partner)
         loss = 0.5 * (v2a_loss + a2v_loss)
         diagnostics = {"v2a_loss": v2a_loss.item(), "a2v_loss": a2v_loss.item(),
                        "soft_positives": swapped.float().mean().item(),
@@ -155,20 +156,24 @@ class LabelAwareSampler(QueueSampler):
 @register("soft_positive")
 class SoftPositiveSampler(LabelAwareSampler):
     def partners(self, batch: StepBatch) -> torch.Tensor:
-        """For a ``soft_positive_rate`` share of queries, a random already-seen training clip of the same class."""
+        """For a ``soft_positive_rate`` share of queries, a random already-seen training clip of the same class.
+
+        The draws are made for the global batch (the same on every rank) and this batch takes its rows.
+        """
         labels = self.clip_labels.labels
-        train = self.facts.train_index.to(batch.clip_index.device)
+        clips = batch.batch_clip_index  # (G,)
+        train = self.facts.train_index.to(clips.device)
         seen = self.video_keys.step_added_of(train) >= 0  # (T,) a partner needs a stored key
-        query_labels = labels[batch.clip_index]  # (B,)
+        query_labels = labels[clips]  # (G,)
         candidates = ((labels[train][None, :] == query_labels[:, None]) & (query_labels[:, None] >= 0)
-                      & seen[None, :] & (train[None, :] != batch.clip_index[:, None]))  # (B, T)
-        draw = torch.rand(batch.clip_index.shape[0], generator=batch.generator).to(candidates.device)  # (B,)
+                      & seen[None, :] & (train[None, :] != clips[:, None]))  # (G, T)
+        draw = torch.rand(clips.shape[0], generator=batch.generator).to(candidates.device)  # (G,)
         swap = (draw < self.cfg.soft_positive_rate) & candidates.any(dim=1)
-        partner = batch.clip_index.clone()
+        partner = clips.clone()
         if bool(swap.any()):
             choice = torch.multinomial(candidates[swap].float().cpu(), 1, generator=batch.generator)[:, 0]
             partner[swap] = train[choice.to(train.device)]
-        return partner
+        return partner[batch.rows]
 
 
 @register("class_aware")

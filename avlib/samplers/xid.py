@@ -80,13 +80,13 @@ class MemoryBankSampler(Sampler):
                    neighbours):
         """One direction: queries of one modality against the other modality's keys.
 
-        Candidates per query: [neighbours (soft targets only) ; the batch's keys ; bank draws].  A
-        candidate of the query's own clip is masked (its positive is separate), and so is a second
-        copy of a neighbour, whose target mass would otherwise be split.
+        Candidates per query: [neighbours (soft targets only) ; the global batch's keys ; bank
+        draws].  A candidate of the query's own clip is masked (its positive is separate), and so is
+        a second copy of a neighbour, whose target mass would otherwise be split.
         """
         size = queries.shape[0]
-        keys = [batch_keys[None].expand(size, -1, -1), bank.keys_of(drawn)]  # (B, B, D), (B, M, D)
-        clips = [batch.clip_index[None, :].expand(size, -1), drawn]  # (B, B), (B, M)
+        keys = [batch_keys[None].expand(size, -1, -1), bank.keys_of(drawn)]  # (B, G, D), (B, M, D)
+        clips = [batch.batch_clip_index[None, :].expand(size, -1), drawn]  # (B, G), (B, M)
         if neighbours is not None:
             neighbour_index, neighbour_sim = neighbours  # (B, k), (B, k)
             keys.insert(0, bank.keys_of(neighbour_index))
@@ -105,18 +105,19 @@ class MemoryBankSampler(Sampler):
                             negative_labels=labels[candidate_clips])
 
     def loss(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        q, k = batch.queries, batch.keys
-        size = q.video.shape[0]
-        # one draw of clip indices per direction, from the step's own generator (reproducible on resume)
-        drawn_audio = self.audio_bank.draw(size, self.cfg.bank_negatives, batch.generator)  # (B, M)
-        drawn_video = self.video_bank.draw(size, self.cfg.bank_negatives, batch.generator)  # (B, M)
+        q, k, everyone = batch.queries, batch.keys, batch.batch_keys
+        size = everyone.video.shape[0]
+        # one draw of clip indices per direction for the GLOBAL batch, from the step's own generator
+        # (reproducible on resume, the same on every rank); this batch's queries take their rows
+        drawn_audio = self.audio_bank.draw(size, self.cfg.bank_negatives, batch.generator)[batch.rows]  # (B, M)
+        drawn_video = self.video_bank.draw(size, self.cfg.bank_negatives, batch.generator)[batch.rows]  # (B, M)
         robust = self.robust_active(batch.step)
         weights = self.positive_weights(batch) if robust else None
         neighbours = self.neighbours(batch.clip_index) if robust else None
-        v2a_loss, v2a = self._direction(q.video, k.audio, k.audio, self.audio_bank, batch, drawn_audio, weights,
-                                        neighbours)
-        a2v_loss, a2v = self._direction(q.audio, k.video, k.video, self.video_bank, batch, drawn_video, weights,
-                                        neighbours)
+        v2a_loss, v2a = self._direction(q.video, k.audio, everyone.audio, self.audio_bank, batch, drawn_audio,
+                                        weights, neighbours)
+        a2v_loss, a2v = self._direction(q.audio, k.video, everyone.video, self.video_bank, batch, drawn_video,
+                                        weights, neighbours)
         loss = 0.5 * (v2a_loss + a2v_loss)
         diagnostics = {"v2a_loss": v2a_loss.item(), "a2v_loss": a2v_loss.item(), "robust": float(robust)}
         for name in ("pos_sim", "neg_sim", "top1", "same_class_neg"):
@@ -132,7 +133,6 @@ class MemoryBankSampler(Sampler):
         if weights is None:
             return stats
         with torch.no_grad():
-            self.last_weight[batch.clip_index] = weights.to(self.last_weight.dtype)
             stats["weight_mean"] = weights.mean().item()
             stats["weight_std"] = weights.std(unbiased=False).item()
             stats["weight_at_floor"] = (weights < self.cfg.weight_floor + 0.05 * (1 - self.cfg.weight_floor)).float().mean().item()
@@ -146,10 +146,15 @@ class MemoryBankSampler(Sampler):
 
     @torch.no_grad()
     def update(self, batch: StepBatch) -> dict[str, float]:
-        """Write the batch's momentum keys into both banks (momentum average, re-normalised)."""
+        """Write the batch's momentum keys into both banks (momentum average, re-normalised), and
+        remember each clip's positive weight (state changes here, on the global batch, so that every
+        rank holds the same)."""
         started = time.perf_counter()
         self.video_bank.update(batch.keys.video, batch.clip_index, batch.step)
         self.audio_bank.update(batch.keys.audio, batch.clip_index, batch.step)
+        weights = self.positive_weights(batch) if self.robust_active(batch.step) else None
+        if weights is not None:
+            self.last_weight[batch.clip_index] = weights.to(self.last_weight.dtype)
         return {"select_s": time.perf_counter() - started}
 
     def summary(self) -> dict:
@@ -193,7 +198,9 @@ class RobustXIDSampler(MemoryBankSampler):
         q, k = batch.queries, batch.keys
         # agreement of each clip's two modalities, both directions (B,); no gradient through weights
         agreement = 0.5 * ((q.video * k.audio).sum(1) + (q.audio * k.video).sum(1)).detach()
-        return agreement_weights(agreement, self.cfg.weight_floor, self.cfg.weight_sharpness)
+        # "typical" agreement is that of the global batch (all ranks), as in a single process
+        return agreement_weights(agreement, self.cfg.weight_floor, self.cfg.weight_sharpness,
+                                 reference=batch.gather(agreement))
 
     @torch.no_grad()
     def neighbours(self, clip_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

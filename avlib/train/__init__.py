@@ -1,5 +1,5 @@
-"""Pretraining: the loop, checkpoints and run folders."""
+"""Pretraining: the loop, checkpoints and run folders; data-parallel training under torchrun."""
 
-from avlib.train.loop import pretrain, read_metrics
+from avlib.train.loop import Interrupted, pretrain, read_metrics
 
-__all__ = ["pretrain", "read_metrics"]
+__all__ = ["Interrupted", "pretrain", "read_metrics"]
