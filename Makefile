@@ -6,7 +6,7 @@ SAMPLER ?= active
 RUN ?= runs/$(SAMPLER)
 PARAMS ?=
 
-.PHONY: uv pretrain test bench lab clean-runs
+.PHONY: uv pretrain test bench lab clean-runs study
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -21,6 +21,12 @@ test: uv
 bench: uv
 	$(UV) run --frozen python bench/bench_select.py
 	$(UV) run --frozen python bench/bench_train_step.py
+	$(UV) run --frozen python bench/bench_ddp.py
 
 lab: uv
 	$(UV) run --frozen jupyter lab notebooks/
+
+# The reproducible study (avlib/study/): runs a condition's notebooks, resumable, then rebuilds
+# reports/REPORT.md from the run folders: make study [CONDITION=samplers] [JOBS=2] [STUDY_ARGS=...]
+study: uv
+	$(UV) run --frozen python -m avlib.study --condition $(or $(CONDITION),samplers) --jobs $(or $(JOBS),2) $(STUDY_ARGS)

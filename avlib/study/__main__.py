@@ -1,0 +1,5 @@
+import sys
+
+from avlib.study.main import main
+
+sys.exit(main())

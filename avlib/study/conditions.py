@@ -1,0 +1,129 @@
+"""The study's conditions: which runs each one is made of, and why those values.
+
+A *condition* is a sweep the study command runs when it is selected: a list of *variants* (a
+sampler, possibly with its own settings, at one level of the swept parameter) times seeds.  Every
+run is the default ``PretrainConfig`` (60 epochs on the embedded dataset, one torch thread) plus the
+variant's parameters, so the only thing that differs between two runs of a condition is what the
+condition is about.
+
+Costs below are in *default-run units*: one default run (660 steps at ~0.30 s, probes) is ~4 min
+alone on the 2-core development machine; two jobs side by side share its two cores, so a unit costs
+roughly 2.5 min of study wall time with ``--jobs 2`` (training time scales with the steps, i.e. with
+the training clips at a fixed number of epochs).
+
+* ``samplers`` (the default): every method once, 8 variants x 3 seeds = 24 units (~1 h).
+  ``active`` is CM-ACC as the paper describes it (key-gradient embeddings + k-means++ seeding);
+  ``active_official`` swaps in the official code's selector (``lloyd_nearest``: a few Lloyd
+  iterations, then the key nearest each centre), so a gap between them is the selector's.
+* ``redundancy``: ``clips_per_class`` in (20, 40, 60, 120) for ``random`` and ``active``.  The
+  dictionary keeps 256 keys, so with 20 clips per class (~120 training clips) a random queue holds
+  about two stale copies of every clip: that is the redundancy CM-ACC argues an active dictionary
+  avoids; 120 clips per class is the far end (no clip repeats).  Steps scale with the clips:
+  (20+40+60+120)/60 = 4 units per sampler and seed, 24 units (~1 h).
+* ``dictionary_size``: 64, 128, 256, 512 keys for ``random`` and ``active``: a small dictionary
+  holds few negatives, a large one (more than the ~360 training clips) repeats clips; 24 units.
+* ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
+  setting), for ``random``, ``active``, ``xid`` and ``robust_xid``: 36 units (~1.5 h).
+* ``subset_fraction``: 0.25, 0.5 and 1.0 of the training clips for ``random``, ``active`` and
+  ``soft_positive`` (does label-aware sampling help more when data are scarce?).  Epochs stay at 60,
+  so a smaller subset also trains for fewer steps (the usual data-size protocol):
+  3 x 3 x 1.75 = ~16 units (~40 min).
+
+Notebook 03 (curves, UMAP, inspector) compares the methods of a sweep at one level, its
+``focus_level`` (the most redundant, noisiest or scarcest setting: 20 clips per class, 512 keys,
+half the pairs faulty, a quarter of the data), since its views need runs of one dataset.
+
+Three seeds are the least that gives a standard deviation; the findings say how many more would
+settle a comparison the seeds leave open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from avlib.config import ConfigError
+
+#: seeds of every condition unless the command names others
+DEFAULT_SEEDS = (0, 1, 2)
+
+#: every method with its study label and PretrainConfig parameters
+SAMPLER_VARIANTS: dict[str, dict] = {
+    "random": {"sampler": "random"},
+    "active": {"sampler": "active", "active_embedding": "key_grad", "active_selector": "kmeanspp"},
+    "active_official": {"sampler": "active", "active_embedding": "key_grad", "active_selector": "lloyd_nearest"},
+    "xid": {"sampler": "xid"},
+    "robust_xid": {"sampler": "robust_xid"},
+    "soft_positive": {"sampler": "soft_positive"},
+    "class_aware": {"sampler": "class_aware"},
+    "hard_negative": {"sampler": "hard_negative"},
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One setting of a condition; its runs are ``<name>_seed<k>``."""
+
+    name: str  # folder prefix and table row, e.g. "active_faulty0.25"
+    method: str  # the SAMPLER_VARIANTS label, e.g. "active": what findings compare
+    params: dict = field(hash=False)  # PretrainConfig overrides
+    level: float | None = None  # the swept parameter's value (None for the samplers condition)
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    description: str
+    variants: tuple[Variant, ...]
+    swept: str | None = None  # the PretrainConfig parameter a sweep varies
+    # the level whose seed-0 runs notebook 03 compares (curves, UMAP, inspector need one dataset);
+    # every level's end-of-training diversity is in the report's tables either way
+    focus_level: float | None = None
+
+    def variant(self, name: str) -> Variant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise ConfigError(f"condition {self.name!r} has no variant {name!r}; "
+                          f"valid: {[v.name for v in self.variants]}")
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(v.method for v in self.variants))
+
+    @property
+    def levels(self) -> list[float]:
+        return list(dict.fromkeys(v.level for v in self.variants if v.level is not None))
+
+
+def _sweep(name: str, description: str, swept: str, short: str, values, methods, focus) -> Condition:
+    variants = tuple(
+        Variant(f"{method}_{short}{value:g}", method, {**SAMPLER_VARIANTS[method], swept: value}, float(value))
+        for value in values for method in methods
+    )
+    return Condition(name, description, variants, swept, float(focus))
+
+
+CONDITIONS: dict[str, Condition] = {
+    "samplers": Condition(
+        "samplers",
+        "every method at the default configuration (60 epochs on the embedded dataset)",
+        tuple(Variant(label, label, params) for label, params in SAMPLER_VARIANTS.items()),
+    ),
+    "redundancy": _sweep("redundancy", "clips per class of the embedded dataset (the dictionary keeps 256 keys)",
+                         "clips_per_class", "cpc", (20, 40, 60, 120), ("random", "active"), focus=20),
+    "dictionary_size": _sweep("dictionary_size", "keys per dictionary", "dictionary_size", "dict",
+                              (64, 128, 256, 512), ("random", "active"), focus=512),
+    "faulty_pair_rate": _sweep("faulty_pair_rate", "share of clips whose audio is another clip's (faulty positives)",
+                               "faulty_pair_rate", "faulty", (0.0, 0.25, 0.5), ("random", "active", "xid", "robust_xid"),
+                               focus=0.5),
+    "subset_fraction": _sweep("subset_fraction", "stratified share of the training clips (60 epochs each)",
+                              "subset_fraction", "frac", (0.25, 0.5, 1.0), ("random", "active", "soft_positive"),
+                              focus=0.25),
+}
+DEFAULT_CONDITION = "samplers"
+
+
+def get_condition(name: str) -> Condition:
+    if name not in CONDITIONS:
+        raise ConfigError(f"condition={name!r} is not valid; valid conditions: {list(CONDITIONS)}")
+    return CONDITIONS[name]

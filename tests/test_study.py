@@ -1,0 +1,107 @@
+"""The study command end to end, reduced: two samplers, one seed, tiny runs, no UMAP.
+
+Runs every notebook the real study runs (02 per run, 04 on the first seed, 03 over the condition)
+and checks that the report has its sections and tables, that a second invocation skips finished
+work and leaves reports/ byte-identical, and that a bad condition is refused with the valid names.
+"""
+
+import hashlib
+import math
+
+import pytest
+
+from avlib.config import ConfigError
+from avlib.study import CONDITIONS, DEFAULT_SEEDS
+from avlib.study.main import main, run_study
+from avlib.study.report import Comparison, combine
+from avlib.study.run import plan_runs
+from tiny import TINY
+
+OVERRIDES = {k: v for k, v in TINY.items() if k != "progress"}  # the study sets progress itself
+VARIANTS = ("random", "active")
+
+
+def tree_state(folder):
+    """Every file's bytes (hashed) and modification time: 'nothing changed' means both."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    lines = []
+    report, failures = run_study("samplers", jobs=2, runs_root=root / "runs", reports_dir=root / "reports",
+                                 seeds=(0,), variants=VARIANTS, overrides=OVERRIDES, umap=False, log=lines.append)
+    assert not failures, failures
+    return root, report, lines
+
+
+def test_the_report_has_every_section_and_table(study):
+    root, report, lines = study
+    assert report == root / "reports" / "REPORT.md"
+    text = report.read_text()
+    for heading in ("## Condition `samplers`", "### Probe accuracy (test split, %)",
+                    "### Dictionary diversity at the end of training", "### Time", "### Downstream probes (notebook 04)",
+                    "## Findings", "### CM-ACC (Ma et al., ICLR 2021)", "### Robust xID (Morgado et al., CVPR 2021)",
+                    "## Provenance"):
+        assert heading in text, heading
+    for method in VARIANTS:
+        assert f"| `{method}` | 1 |" in text  # a row in the probe, diversity and time tables
+        assert (root / "runs" / "samplers" / f"{method}_seed0" / "04_downstream.ipynb").is_file()
+        assert (root / "reports" / "study" / "notebooks" / "samplers" / f"{method}_seed0_02_pretrain.ipynb").is_file()
+    assert "| *random init* | 1 |" in text
+    assert "untested (fewer than 2 seeds)" in text  # one seed: the findings refuse to judge
+    assert "Packages (uv.lock): torch" in text and "Machine: " in text
+    study_dir = root / "reports" / "study"
+    for figure in ("samplers/probe_accuracy.png", "samplers/diversity/negative_diversity_curves_video.png",
+                   "notebooks/samplers/03_negative_diversity.ipynb"):
+        assert (study_dir / figure).stat().st_size > 0, figure
+        assert figure.split("/")[-1] in text
+
+
+def test_a_second_invocation_skips_everything_and_changes_nothing(study, capsys):
+    root, report, _ = study
+    before_reports, before_runs = tree_state(root / "reports"), tree_state(root / "runs")
+    argv = ["--condition", "samplers", "--jobs", "2", "--runs-root", str(root / "runs"),
+            "--reports-dir", str(root / "reports"), "--seeds", "0", "--no-umap", "--variants", *VARIANTS]
+    for name, value in OVERRIDES.items():
+        argv += ["--set", f"{name}={value!r}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped (finished)") == len(VARIANTS) and "diversity notebook skipped" in out
+    assert tree_state(root / "reports") == before_reports
+    assert tree_state(root / "runs") == before_runs
+
+
+def test_a_bad_condition_names_the_valid_ones(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="valid conditions: .*'samplers'.*'faulty_pair_rate'"):
+        run_study("nope", runs_root=tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--condition", "nope"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_every_condition_plans_valid_runs_and_refuses_overriding_what_it_sets(tmp_path):
+    for condition in CONDITIONS.values():
+        runs = plan_runs(condition, tmp_path, DEFAULT_SEEDS)  # every run's PretrainConfig validates
+        assert len(runs) == len(condition.variants) * len(DEFAULT_SEEDS)
+        assert len({r.run_dir for r in runs}) == len(runs)
+        assert sum(r.downstream for r in runs) == len(condition.variants)
+    with pytest.raises(ConfigError, match="faulty_pair_rate"):
+        plan_runs(CONDITIONS["faulty_pair_rate"], tmp_path, (0,), overrides={"faulty_pair_rate": 0.1})
+    with pytest.raises(ConfigError, match="no variant 'nope'"):
+        plan_runs(CONDITIONS["samplers"], tmp_path, (0,), variant_names=["nope"])
+
+
+def test_the_findings_rule():
+    def verdict(gain, pooled, seeds=(3, 3)):
+        return Comparison("samplers", None, "random", "active", "video linear", True, gain, pooled, seeds).verdict
+
+    assert verdict(2.0, 1.0) == "supported" and verdict(-2.0, 1.0) == "contradicted"
+    assert verdict(0.5, 1.0) == "unresolved" and verdict(5.0, math.nan, (1, 3)).startswith("untested")
+    assert Comparison("samplers", None, "a", "b", "video linear", True, 1.0, 1.0).seeds_to_resolve() == "8"
+    assert combine(["supported", "supported"]) == "supported"
+    assert combine(["supported", "unresolved"]) == "not resolved"
+    assert combine(["supported", "contradicted"]) == "mixed"
