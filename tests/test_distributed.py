@@ -44,7 +44,7 @@ def assert_same_run(one, two, atol=1e-5):
     assert first.keys() == second.keys()
     for name, value in first.items():
         if value.dtype.is_floating_point:
-            torch.testing.assert_close(second[name], value, atol=atol, rtol=atol * 10, msg=name)
+            torch.testing.assert_close(second[name], value, atol=atol, rtol=atol * 10, equal_nan=True, msg=name)
         else:
             assert torch.equal(second[name], value), name
 
@@ -63,7 +63,11 @@ def test_two_ranks_match_one_process_on_batchnorm_hash_and_shuffled_keys():
     ("random", {}),
     ("active", {}),
     ("random", {"shuffle_bn": True, "key_bn_groups": 2}),
-], ids=["random", "active", "random-shuffle_bn"])
+    # weights standardised over, and normalised by, the global batch; bank draws for the global batch
+    ("robust_xid", {"robust_warmup_epochs": 0, "bank_negatives": 16}),
+    # soft-positive partners drawn for the global batch
+    ("soft_positive", {"label_warmup_epochs": 0}),
+], ids=["random", "active", "random-shuffle_bn", "robust_xid", "soft_positive"])
 def test_two_processes_give_the_losses_and_dictionary_of_one(tmp_path, sampler, overrides):
     one = tiny_config(tmp_path / "one", sampler=sampler, **DDP, **overrides)
     pretrain(one)

@@ -44,6 +44,19 @@ def test_weights_are_a_normalised_weighted_mean():
     assert (diag["weight_min"], diag["weight_max"], diag["weight_mean"]) == (1.0, 3.0, 2.0)
 
 
+def test_weight_totals_make_the_mean_of_split_batches_the_whole_batchs_weighted_mean():
+    """Data parallelism: each rank passes its share of the global weight sum (sum x B / G); the
+    average of the ranks' losses (what DDP's gradient averaging optimises) is the global weighted mean."""
+    weights = torch.tensor([3.0, 1.0])
+    whole, _ = instance_nce(Q, POS, NEG, TAU, weights=weights)
+    share = weights.sum() * (1 / 2)
+    halves = [instance_nce(Q[i:i + 1], POS[i:i + 1], NEG, TAU, weights=weights[i:i + 1], weight_total=share)[0]
+              for i in range(2)]
+    assert (0.5 * (halves[0] + halves[1])).item() == pytest.approx(whole.item(), rel=1e-6)
+    plain = [instance_nce(Q[i:i + 1], POS[i:i + 1], NEG, TAU, weights=weights[i:i + 1])[0] for i in range(2)]
+    assert (0.5 * (plain[0] + plain[1])).item() != pytest.approx(whole.item(), rel=1e-3)  # why the total is needed
+
+
 def test_all_weights_at_the_floor_leave_the_loss_unchanged():
     plain, _ = instance_nce(Q, POS, NEG, TAU)
     floored, _ = instance_nce(Q, POS, NEG, TAU, weights=torch.full((2,), 0.3))

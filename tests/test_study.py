@@ -50,6 +50,9 @@ def test_the_report_has_every_section_and_table(study):
         assert f"| `{method}` | 1 |" in text  # a row in the probe, diversity and time tables
         assert (root / "runs" / "samplers" / f"{method}_seed0" / "04_downstream.ipynb").is_file()
         assert (root / "reports" / "study" / "notebooks" / "samplers" / f"{method}_seed0_02_pretrain.ipynb").is_file()
+        kept = root / "reports" / "study" / "runs" / "samplers" / f"{method}_seed0"  # the report's links resolve
+        assert {p.name for p in kept.iterdir()} == {"config.json", "summary.json", "study_run.json"}
+        assert f"(study/runs/samplers/{method}_seed0/config.json)" in text
     assert "| *random init* | 1 |" in text
     assert "untested (fewer than 2 seeds)" in text  # one seed: the findings refuse to judge
     assert "Packages (uv.lock): torch" in text and "Machine: " in text

@@ -31,6 +31,7 @@ def instance_nce(
     negative_mask: torch.Tensor | None = None,
     query_labels: torch.Tensor | None = None,
     negative_labels: torch.Tensor | None = None,
+    weight_total: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Soft-target, weighted cross-entropy of each query over [its positive ; its negatives].
 
@@ -47,6 +48,9 @@ def instance_nce(
             zero loss (its softmax has one candidate) -- it still counts in the weighted mean.
         query_labels, negative_labels: optional (B,) and (K,) or (B, M) class indices (-1 unknown),
             only for the diagnostic ``same_class_neg`` (share of counted negatives of the query's class).
+        weight_total: the weighted mean's denominator (default ``weights.sum()``).  Under data
+            parallelism, this rank's share of the global batch's weight sum (sum x B / G), so that
+            the ranks' average loss is the global batch's weighted mean.
 
     Returns:
         (loss, diagnostics): pos_sim, neg_sim (over counted negatives), top1 (positive ranked first),
@@ -80,7 +84,7 @@ def instance_nce(
         weights = torch.ones(batch, device=queries.device)
     assert weights.shape == (batch,) and bool((weights >= 0).all()) and float(weights.sum()) > 0, \
         "weights must be (B,), non-negative and not all zero"
-    loss = (weights * per_query).sum() / weights.sum()
+    loss = (weights * per_query).sum() / (weights.sum() if weight_total is None else weight_total)
 
     with torch.no_grad():
         counted = ~negative_mask if negative_mask is not None else torch.ones_like(negative_sim, dtype=torch.bool)

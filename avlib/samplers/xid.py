@@ -100,9 +100,12 @@ class MemoryBankSampler(Sampler):
             targets = neighbour_targets(neighbour_sim, self.cfg.soft_target_mix, self.cfg.temperature,
                                         num_candidates=1 + candidates.shape[1])
         labels = self.facts.labels.to(drawn.device)
+        weight_total = None
+        if weights is not None:  # this batch's share of the global batch's weight sum (the whole sum in one process)
+            weight_total = batch.gather(weights).sum() * (size / batch.batch_clip_index.shape[0])
         return instance_nce(queries, positives, candidates, self.cfg.temperature, targets=targets, weights=weights,
                             negative_mask=mask, query_labels=labels[batch.clip_index],
-                            negative_labels=labels[candidate_clips])
+                            negative_labels=labels[candidate_clips], weight_total=weight_total)
 
     def loss(self, batch: StepBatch) -> tuple[torch.Tensor, dict[str, float]]:
         q, k, everyone = batch.queries, batch.keys, batch.batch_keys

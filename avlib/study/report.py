@@ -555,15 +555,15 @@ def provenance_section(available: dict[str, ConditionResults], report_dir: Path)
         parts.append(f"- Study time (UTC, from the runs' `{RECORD}`): first run started {min(started)}, last run "
                      f"finished {max(finished)}; summed run wall time "
                      f"{sum(r.summary['wall_s'] for r in runs) / 3600:.2f} h over {len(runs)} runs")
-    parts += ["", "Parameters of every run (differences from `PretrainConfig`'s defaults; the link opens the "
-              "run's `config.json`):", ""]
+    parts += ["", "Parameters of every run (differences from `PretrainConfig`'s defaults; the link opens a copy "
+              "of the run's `config.json`, kept with its `summary.json` and `study_run.json` under `study/runs/`):", ""]
     for name, results in available.items():
         if not results.runs:
             continue
         per_run = [_non_defaults(r.config) for r in results.runs]
         common = {k: v for k, v in per_run[0].items() if all(p.get(k) == v for p in per_run)}
         parts += [f"**{name}** — common to all its runs: {_params_text(common)}", ""]
-        rows = [[f"[{r.run_dir.name}]({_rel(r.run_dir / 'config.json', report_dir)})",
+        rows = [[f"[{r.run_dir.name}]({_rel(_kept_run_dir(r, report_dir / 'study') / 'config.json', report_dir)})",
                  _params_text({"seed": r.config["seed"], **{k: r.config[k] for k in r.variant.params},
                                **{k: v for k, v in p.items() if k not in common}})]
                 for r, p in zip(results.runs, per_run)]
@@ -625,12 +625,22 @@ def _condition_section(results: ConditionResults, report_dir: Path, study_dir: P
     return "\n".join(parts)
 
 
+def _kept_run_dir(run: RunResult, study_dir: Path) -> Path:
+    """Where a run's config.json, summary.json and study_run.json are kept beside the report."""
+    return study_dir / "runs" / run.run_dir.parent.name / run.run_dir.name  # runs_root/<condition>/<run>
+
+
 def keep_notebooks(results: ConditionResults, runs_root: Path, study_dir: Path) -> None:
-    """Copies of executed notebooks next to the report: the condition's 03 (~1 MB: figures and the
+    """Copies of each run's config.json, summary.json and study record (a few kB, so that the
+    report's links and provenance survive without runs/), and of executed notebooks next to the report: the condition's 03 (~1 MB: figures and the
     inspector's media) and, for ``samplers`` only, the 02 of each method's first seed (~20 kB each).
     The rest stay in their run folders, linked from the run table, to keep reports/ at a few MB:
     the 04 notebooks (~160 kB each: confusion matrices; their numbers are in the report) and the
     sweeps' 02 notebooks."""
+    for run in results.runs:  # the run's record travels with the report (runs/ is not committed)
+        for name in ("config.json", "summary.json", RECORD):
+            if (run.run_dir / name).is_file():
+                copy_if_changed(run.run_dir / name, _kept_run_dir(run, study_dir) / name)
     target = study_dir / "notebooks" / results.condition.name
     executed = runs_root / results.condition.name / "03_negative_diversity.ipynb"
     if executed.is_file():
