@@ -166,3 +166,24 @@ def test_command_line_reads_typed_parameters_and_rejects_bad_ones(tmp_path):
         parse_args(["--precision", "fp16"])
     with pytest.raises(ConfigError, match="batch_size=6 .* must be a multiple of nproc_per_node=4"):
         parse_args(["--batch_size", "6", "--nproc_per_node", "4"])
+
+
+def test_sigterm_to_a_single_process_group_checkpoints_with_loader_workers(tmp_path):
+    """One process with a data-loading worker, SIGTERM sent to the whole process group (as schedulers
+    do): the step finishes, a checkpoint is written, exit status 143; the same command resumes."""
+    cfg = tiny_config(tmp_path / "run", **{**DDP, "epochs": 12, "num_workers": 1})
+    config_path = tmp_path / "run.json"
+    cfg.save(config_path)
+    command = [sys.executable, "-m", "avlib.train", "--config", str(config_path)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    _wait_for_rows(Path(cfg.run_dir), 2, process)
+    os.killpg(process.pid, signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "SIGTERM: checkpoint written at step" in output
+    stopped_at = _checkpoint_step(Path(cfg.run_dir))
+    assert len(losses(cfg.run_dir)) == stopped_at < 24  # 12 epochs of 2 steps
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert len(losses(cfg.run_dir)) == 24

@@ -402,7 +402,15 @@ def _float32(embeddings: Embeddings) -> Embeddings:
 
 
 def _single_threaded_worker(_worker_id: int) -> None:
+    """A data-loading worker: one thread, and deaf to stop signals.
+
+    A scheduler (or Ctrl-C in a terminal) may signal the whole process group; a worker killed by
+    that SIGTERM would make the training process fail mid-step instead of checkpointing.  Workers
+    stop with their loader (or when the training process is gone) either way.
+    """
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _progress_bar(cfg: PretrainConfig, start_step: int, total_steps: int):
