@@ -459,8 +459,25 @@ def findings_section(available: dict[str, ConditionResults]) -> str:
         parts += [_what_would_change(primary, verdict, claim), ""]
         if claim.title.startswith("Robust"):
             parts += [_faulty_trend(available), ""]
+        if claim.title.startswith("Label-aware"):
+            parts += [_label_source_note(available), ""]
     parts += [scale, ""]
     return "\n".join(parts)
+
+
+LABEL_AWARE = {"soft_positive", "class_aware", "hard_negative"}
+
+
+def _label_source_note(available: dict[str, ConditionResults]) -> str:
+    """Which labels the label-aware runs used: ground truth is supervision a random queue never sees."""
+    sources = sorted({r.config.get("label_source", "ground_truth") for results in available.values()
+                      for r in results.runs if r.config.get("sampler") in LABEL_AWARE})
+    if sources == ["ground_truth"]:
+        return ("Labels: every label-aware run used `label_source=ground_truth`, the same class labels the probes "
+                "score, so these gains include supervision that `random` never sees; with pseudo-labels "
+                "(`make study STUDY_ARGS='--set label_source=kmeans --runs-root runs/study_kmeans --reports-dir "
+                "reports/study_kmeans'`) the comparison is label-free.")
+    return "Labels: the label-aware runs used `label_source` " + ", ".join(f"`{s}`" for s in sources) + "."
 
 
 def _what_would_change(primary: list[Comparison], verdict: str, claim: Claim) -> str:
