@@ -160,6 +160,16 @@ class Embeddings:
     video_hidden: torch.Tensor  # (B, H_v) input of the video head's last layer
     audio_hidden: torch.Tensor  # (B, H_a)
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Embeddings":
+        """The same fields, each transformed by ``fn`` (rows selected, gathered, cast, ...)."""
+        return Embeddings(fn(self.video), fn(self.audio), fn(self.video_hidden), fn(self.audio_hidden))
+
+    @staticmethod
+    def cat(parts: list["Embeddings"]) -> "Embeddings":
+        """Row-wise concatenation of several batches' embeddings."""
+        return Embeddings(*(torch.cat(column) for column in zip(
+            *((p.video, p.audio, p.video_hidden, p.audio_hidden) for p in parts))))
+
 
 class AVModel(nn.Module):
     """Video and audio encoders, each with its projection head, mapping into one embedding space."""

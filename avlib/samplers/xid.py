@@ -77,7 +77,7 @@ class MemoryBankSampler(Sampler):
 
     # -- the loss -----------------------------------------------------------------------------------
     def _direction(self, queries, positives, batch_keys, bank: MemoryBank, batch: StepBatch, drawn, weights,
-                   neighbours):
+                   weight_total, neighbours):
         """One direction: queries of one modality against the other modality's keys.
 
         Candidates per query: [neighbours (soft targets only) ; the global batch's keys ; bank
@@ -100,9 +100,6 @@ class MemoryBankSampler(Sampler):
             targets = neighbour_targets(neighbour_sim, self.cfg.soft_target_mix, self.cfg.temperature,
                                         num_candidates=1 + candidates.shape[1])
         labels = self.facts.labels.to(drawn.device)
-        weight_total = None
-        if weights is not None:  # this batch's share of the global batch's weight sum (the whole sum in one process)
-            weight_total = batch.gather(weights).sum() * (size / batch.batch_clip_index.shape[0])
         return instance_nce(queries, positives, candidates, self.cfg.temperature, targets=targets, weights=weights,
                             negative_mask=mask, query_labels=labels[batch.clip_index],
                             negative_labels=labels[candidate_clips], weight_total=weight_total)
@@ -116,11 +113,14 @@ class MemoryBankSampler(Sampler):
         drawn_video = self.video_bank.draw(size, self.cfg.bank_negatives, batch.generator)[batch.rows]  # (B, M)
         robust = self.robust_active(batch.step)
         weights = self.positive_weights(batch) if robust else None
+        weight_total = None
+        if weights is not None:  # this batch's share of the global batch's weight sum (the whole sum in one process)
+            weight_total = batch.gather(weights).sum() * (weights.shape[0] / size)
         neighbours = self.neighbours(batch.clip_index) if robust else None
         v2a_loss, v2a = self._direction(q.video, k.audio, everyone.audio, self.audio_bank, batch, drawn_audio,
-                                        weights, neighbours)
+                                        weights, weight_total, neighbours)
         a2v_loss, a2v = self._direction(q.audio, k.video, everyone.video, self.video_bank, batch, drawn_video,
-                                        weights, neighbours)
+                                        weights, weight_total, neighbours)
         loss = 0.5 * (v2a_loss + a2v_loss)
         diagnostics = {"v2a_loss": v2a_loss.item(), "a2v_loss": a2v_loss.item(), "robust": float(robust)}
         for name in ("pos_sim", "neg_sim", "top1", "same_class_neg"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -93,7 +93,7 @@ def gather(tensor: torch.Tensor, world: World) -> torch.Tensor:
 
 def gather_embeddings(embeddings: Embeddings, world: World) -> Embeddings:
     """Every field of ``embeddings`` gathered across ranks (detached)."""
-    return Embeddings(**{f.name: gather(getattr(embeddings, f.name).detach(), world) for f in fields(embeddings)})
+    return embeddings.map(lambda tensor: gather(tensor.detach(), world))
 
 
 def mean_over_ranks(values: dict[str, float], world: World) -> dict[str, float]:
@@ -141,22 +141,23 @@ def check_same_on_every_rank(module: nn.Module, what: str, step: int, world: Wor
 # ----------------------------------------------------------------------------- batch normalisation
 
 
+def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    total = tensor.clone()
+    if dist.is_initialized():
+        dist.all_reduce(total)
+    return total
+
+
 class _SumOverRanks(torch.autograd.Function):
     """y = sum over ranks of x; the gradient of a sum of every rank's loss w.r.t. x is the sum of theirs."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        total = tensor.clone()
-        if dist.is_initialized():
-            dist.all_reduce(total)
-        return total
+        return _sum_over_ranks(tensor)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone()
-        if dist.is_initialized():
-            dist.all_reduce(total)
-        return total
+        return _sum_over_ranks(grad)
 
 
 def differentiable_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
@@ -234,10 +235,10 @@ def shuffled_keys(momentum_model: nn.Module, video: torch.Tensor, audio: torch.T
     per_rank = groups // world.size
     mine = order.view(groups, total // groups)[world.rank * per_rank:(world.rank + 1) * per_rank]  # (g, G/groups)
     parts = [momentum_model(all_video[rows], all_audio[rows]) for rows in mine]
-    local = Embeddings(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(Embeddings)})
+    local = Embeddings.cat(parts)
     gathered = gather_embeddings(local, world)  # rows in the order of `order`
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(total, device=order.device)
     size = video.shape[0]
     rows = inverse[world.rank * size:(world.rank + 1) * size]  # this rank's clips, in batch order
-    return Embeddings(**{f.name: getattr(gathered, f.name)[rows] for f in fields(Embeddings)})
+    return gathered.map(lambda tensor: tensor[rows])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -318,14 +317,11 @@ def _pretrain(cfg: PretrainConfig, world: distributed.World, device: str) -> dic
                         keys = encode_keys(video, audio, step)
                 queries, keys = _float32(queries), _float32(keys)
                 generator = torch.Generator().manual_seed(derive_seed(cfg.seed, SAMPLER_STREAM, step))
-                if world.distributed:  # the global batch's keys: in-batch negatives and the dictionary update
-                    step_batch = StepBatch(
-                        step=step, clip_index=clip_index, queries=queries, keys=keys, labels=labels,
-                        generator=generator, all_keys=distributed.gather_embeddings(keys, world),
-                        all_clip_index=gather(clip_index), offset=world.rank * local_batch, gather=gather)
-                else:
-                    step_batch = StepBatch(step=step, clip_index=clip_index, queries=queries, keys=keys,
-                                           labels=labels, generator=generator)
+                # under torchrun: the global batch's keys, for in-batch negatives and the dictionary update
+                global_parts = dict(all_keys=distributed.gather_embeddings(keys, world), all_clip_index=gather(
+                    clip_index), offset=world.rank * local_batch, gather=gather) if world.distributed else {}
+                step_batch = StepBatch(step=step, clip_index=clip_index, queries=queries, keys=keys, labels=labels,
+                                       generator=generator, **global_parts)
                 loss, diagnostics = sampler.loss(step_batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -396,9 +392,7 @@ def _pretrain(cfg: PretrainConfig, world: distributed.World, device: str) -> dic
 
 def _float32(embeddings: Embeddings) -> Embeddings:
     """Losses and dictionaries work in float32 (bf16 autocast only speeds up the encoders)."""
-    if embeddings.video.dtype == torch.float32:
-        return embeddings
-    return Embeddings(**{f.name: getattr(embeddings, f.name).float() for f in dataclasses.fields(embeddings)})
+    return embeddings if embeddings.video.dtype == torch.float32 else embeddings.map(torch.Tensor.float)
 
 
 def _single_threaded_worker(_worker_id: int) -> None:
