@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,65 @@ def _check_fraction(name: str, value: float, *, closed_top: bool = False) -> Non
         raise ConfigError(f"parameter {name}={value!r} must lie in [0, 1{']' if closed_top else ')'}")
 
 
+def _fits(value: Any, kind: str) -> bool | None:
+    """Whether ``value`` is of the annotated ``kind``; None for kinds not checked here (tuples, ...)."""
+    if kind == "None":
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    return None
+
+
 class _Config:
     """Shared helpers for the frozen configs below."""
+
+    def _check_types(self) -> None:
+        """Every field holds a value of its annotated type: ``shuffle_bn="false"`` (a truthy string)
+        or ``max_steps="none"`` fail here, naming the parameter, instead of misbehaving later."""
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value, annotation = getattr(self, field.name), str(field.type)
+            verdicts = [_fits(value, kind.strip()) for kind in annotation.split("|")]
+            if None not in verdicts and not any(verdicts):
+                raise ConfigError(f"parameter {field.name}={value!r}: expected {annotation}, "
+                                  f"got {type(value).__name__}")
+
+    @classmethod
+    def parse_value(cls, name: str, text: str) -> Any:
+        """Command-line text for parameter ``name`` as the type its field is annotated with.
+
+        The one parser behind every command line that takes parameters as text (``python -m
+        avlib.train --epochs 2`` and ``python -m avlib.study --set epochs=2``), so ``"None"``,
+        ``"true"`` and ``"2"`` mean the same wherever they are typed.  Text for a ``str`` field stays
+        text; a value that does not fit the annotation raises :class:`ConfigError` naming the parameter.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if name not in fields:
+            raise ConfigError(f"unknown parameter {name!r} for {cls.__name__}; valid: {sorted(fields)}")
+        annotation = str(fields[name].type)
+        kinds = [part.strip() for part in annotation.split("|")]
+        lowered = text.strip().lower()
+        if "None" in kinds and lowered in ("none", "null"):
+            return None
+        try:
+            if "bool" in kinds:
+                if lowered in ("true", "1", "yes"):
+                    return True
+                if lowered in ("false", "0", "no"):
+                    return False
+                raise ValueError(text)
+            if "int" in kinds:
+                return int(text)
+            if "float" in kinds:
+                return float(text)
+        except ValueError:
+            raise ConfigError(f"parameter {name}={text!r}: expected {annotation}") from None
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[arg-type]
@@ -154,6 +212,7 @@ class PretrainConfig(_Config):
     check_ranks: bool = True  # with >1 process, compare the dictionaries of every rank by hash after each step
 
     def __post_init__(self) -> None:
+        self._check_types()
         from avlib.active import EMBEDDINGS, SELECTORS
         from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS
         from avlib.samplers import SAMPLERS
@@ -237,6 +296,7 @@ class DataConfig(_Config):
     show_clips: int = 4
 
     def __post_init__(self) -> None:
+        self._check_types()
         _check_choice("on_bad_clip", self.on_bad_clip, {"skip", "raise"})
         for name in ("num_classes", "clips_per_class", "clip_seconds", "fps", "frame_size", "sample_rate"):
             _check_positive(name, getattr(self, name))
@@ -277,6 +337,7 @@ class DownstreamConfig(_Config):
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:
+        self._check_types()
         from avlib.eval.downstream import DATASETS, PROTOCOLS
 
         _check_choice("dataset", self.dataset, DATASETS)
@@ -309,6 +370,7 @@ class DiversityConfig(_Config):
     num_threads: int = 1
 
     def __post_init__(self) -> None:
+        self._check_types()
         run_dirs = (self.run_dirs,) if isinstance(self.run_dirs, str) else tuple(self.run_dirs)
         object.__setattr__(self, "run_dirs", run_dirs)  # papermill passes a list (-y "run_dirs: [a, b]")
         if not run_dirs:

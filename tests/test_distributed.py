@@ -160,7 +160,7 @@ def test_command_line_reads_typed_parameters_and_rejects_bad_ones(tmp_path):
     saved = tmp_path / "config.json"
     cfg.save(saved)
     assert parse_args(["--config", str(saved), "--epochs", "5"]).replace(epochs=3) == cfg
-    with pytest.raises(ConfigError, match="--epochs 'three': expected int"):
+    with pytest.raises(ConfigError, match="parameter epochs='three': expected int"):
         parse_args(["--epochs", "three"])
     with pytest.raises(ConfigError, match="precision='fp16' is not valid"):
         parse_args(["--precision", "fp16"])

@@ -14,7 +14,8 @@ from avlib.config import ConfigError
 from avlib.study import CONDITIONS, DEFAULT_SEEDS
 from avlib.study.main import main, run_study
 from avlib.study.report import Comparison, combine
-from avlib.study.run import plan_runs
+from avlib.study.run import parse_overrides, plan_runs
+from avlib.train.launch import parse_args
 from tiny import TINY
 
 OVERRIDES = {k: v for k, v in TINY.items() if k != "progress"}  # the study sets progress itself
@@ -69,12 +70,26 @@ def test_a_second_invocation_skips_everything_and_changes_nothing(study, capsys)
     argv = ["--condition", "samplers", "--jobs", "2", "--runs-root", str(root / "runs"),
             "--reports-dir", str(root / "reports"), "--seeds", "0", "--no-umap", "--variants", *VARIANTS]
     for name, value in OVERRIDES.items():
-        argv += ["--set", f"{name}={value!r}"]
+        argv += ["--set", f"{name}={value}"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("skipped (finished)") == len(VARIANTS) and "diversity notebook skipped" in out
     assert tree_state(root / "reports") == before_reports
     assert tree_state(root / "runs") == before_runs
+
+
+def test_study_overrides_are_typed_like_the_training_command_line():
+    texts = {"epochs": "3", "lr": "0.01", "shuffle_bn": "true", "max_steps": "None", "sampler": "random",
+             "dataset_root": "none"}
+    overrides = parse_overrides([f"{name}={text}" for name, text in texts.items()])
+    flags = parse_args([part for name, text in texts.items() for part in (f"--{name}", text)])
+    assert overrides == {name: getattr(flags, name) for name in texts}
+    assert overrides == {"epochs": 3, "lr": 0.01, "shuffle_bn": True, "max_steps": None, "sampler": "random",
+                         "dataset_root": None}
+    with pytest.raises(ConfigError, match="parameter epochs='three': expected int"):
+        parse_overrides(["epochs=three"])
+    with pytest.raises(ConfigError, match="expected NAME=VALUE"):
+        parse_overrides(["epoch=3"])
 
 
 def test_a_bad_condition_names_the_valid_ones(tmp_path, capsys):

@@ -106,6 +106,18 @@ def test_bad_parameters_name_themselves(bad, message):
         PretrainConfig(**bad)
 
 
+@pytest.mark.parametrize("bad, message", [
+    (dict(shuffle_bn="false"), r"shuffle_bn='false': expected bool, got str"),  # a truthy string
+    (dict(max_steps="none"), r"max_steps='none': expected int \| None, got str"),
+    (dict(epochs=2.5), r"epochs=2.5: expected int, got float"),
+    (dict(sampler=None), r"sampler=None: expected str"),
+])
+def test_a_value_of_the_wrong_type_names_the_parameter(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        PretrainConfig(**bad)
+    assert PretrainConfig(lr=1, max_steps=None).lr == 1  # an int where a float is expected is fine
+
+
 def test_unknown_parameter_is_rejected():
     with pytest.raises(ConfigError, match="learning_rate"):
         PretrainConfig.from_dict({"learning_rate": 0.1})

@@ -20,7 +20,6 @@ describes the runs and not the moment the report was written.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -74,8 +73,8 @@ class PlannedRun:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["epochs=2", "max_steps=None"]`` -> ``{"epochs": 2, "max_steps": None}`` (Python literals,
-    else the text as a string); names are checked against PretrainConfig."""
+    """``["epochs=2", "max_steps=None"]`` -> ``{"epochs": 2, "max_steps": None}``: each value typed
+    by :meth:`PretrainConfig.parse_value`, the same parser as ``python -m avlib.train``'s flags."""
     known = set(PretrainConfig.__dataclass_fields__)
     overrides = {}
     for item in items:
@@ -83,10 +82,7 @@ def parse_overrides(items: list[str]) -> dict:
         if not sep or name not in known:
             raise ConfigError(f"--set {item!r}: expected NAME=VALUE with NAME a PretrainConfig parameter; "
                               f"valid: {sorted(known)}")
-        try:
-            overrides[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[name] = text
+        overrides[name] = PretrainConfig.parse_value(name, text)
     return overrides
 
 

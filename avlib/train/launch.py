@@ -63,27 +63,6 @@ def launch(cfg: PretrainConfig) -> dict:
 # ----------------------------------------------------------------------------- command line
 
 
-def _parse_value(name: str, annotation: str, text: str) -> Any:
-    """``text`` as the type a PretrainConfig field is annotated with (``int``, ``float | None``, ...)."""
-    kinds = [part.strip() for part in str(annotation).split("|")]
-    if "None" in kinds and text.lower() in ("none", "null"):
-        return None
-    try:
-        if "bool" in kinds:
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError(text)
-        if "int" in kinds:
-            return int(text)
-        if "float" in kinds:
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"parameter --{name} {text!r}: expected {annotation}") from None
-    return text
-
-
 def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
     parser = argparse.ArgumentParser(prog="python -m avlib.train", description=__doc__.split("\n\n")[0],
@@ -102,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
         values.update(json.loads(path.read_text()))
     for name, text in args.items():
         if text is not None:
-            values[name] = _parse_value(name, fields[name].type, text)
+            values[name] = PretrainConfig.parse_value(name, text)
     return PretrainConfig.from_dict(values)
 
 
