@@ -149,6 +149,7 @@ class PretrainConfig(_Config):
     sample_rate: int = 16000
     window_s: float = 1.5  # the video window (frames = window_s * fps)
     audio_window_s: float = 1.5  # the audio window, centred on the video window
+    audio_offset_s: float = 0.0  # training: the audio centre moves by up to this many seconds (0 = aligned)
     crop_size: int = 48
     n_mels: int = 64
     on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
@@ -236,6 +237,7 @@ class PretrainConfig(_Config):
             _check_positive(name, getattr(self, name))
         for name in ("clip_seconds", "window_s", "audio_window_s", "temperature", "lr"):
             _check_positive(name, getattr(self, name))
+        _check_positive("audio_offset_s", self.audio_offset_s, allow_zero=True)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         _check_positive("num_workers", self.num_workers, allow_zero=True)

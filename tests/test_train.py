@@ -99,6 +99,7 @@ def test_unknown_sampler_lists_the_valid_ones():
     (dict(momentum=1.0), "momentum"),
     (dict(video_encoder="vit"), "video_encoder"),
     (dict(window_s=5.0), "window_s"),
+    (dict(audio_offset_s=-0.5), r"audio_offset_s=-0.5 must be >= 0"),
     (dict(device="tpu"), "device"),
 ])
 def test_bad_parameters_name_themselves(bad, message):
