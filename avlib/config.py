@@ -40,6 +40,11 @@ def _check_fraction(name: str, value: float, *, closed_top: bool = False) -> Non
         raise ConfigError(f"parameter {name}={value!r} must lie in [0, 1{']' if closed_top else ')'}")
 
 
+def _kinds(field: dataclasses.Field) -> list[str]:
+    """The alternatives of a field's annotation: ``"int | None"`` -> ``["int", "None"]``."""
+    return [part.strip() for part in str(field.type).split("|")]
+
+
 def _fits(value: Any, kind: str) -> bool | None:
     """Whether ``value`` is of the annotated ``kind``; None for kinds not checked here (tuples, ...)."""
     if kind == "None":
@@ -62,10 +67,10 @@ class _Config:
         """Every field holds a value of its annotated type: ``shuffle_bn="false"`` (a truthy string)
         or ``max_steps="none"`` fail here, naming the parameter, instead of misbehaving later."""
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            value, annotation = getattr(self, field.name), str(field.type)
-            verdicts = [_fits(value, kind.strip()) for kind in annotation.split("|")]
+            value = getattr(self, field.name)
+            verdicts = [_fits(value, kind) for kind in _kinds(field)]
             if None not in verdicts and not any(verdicts):
-                raise ConfigError(f"parameter {field.name}={value!r}: expected {annotation}, "
+                raise ConfigError(f"parameter {field.name}={value!r}: expected {field.type}, "
                                   f"got {type(value).__name__}")
 
     @classmethod
@@ -80,8 +85,7 @@ class _Config:
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         if name not in fields:
             raise ConfigError(f"unknown parameter {name!r} for {cls.__name__}; valid: {sorted(fields)}")
-        annotation = str(fields[name].type)
-        kinds = [part.strip() for part in annotation.split("|")]
+        annotation, kinds = fields[name].type, _kinds(fields[name])
         lowered = text.strip().lower()
         if "None" in kinds and lowered in ("none", "null"):
             return None

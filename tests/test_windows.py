@@ -4,7 +4,7 @@ import numpy as np
 
 from avlib.data.augment import seeded
 from avlib.data.dataset import AVWindows, open_dataset
-from tests.tiny import tiny_config
+from tiny import tiny_config
 
 
 def centre_offsets(windows: AVWindows, seeds) -> np.ndarray:

@@ -318,8 +318,9 @@ def _pretrain(cfg: PretrainConfig, world: distributed.World, device: str) -> dic
                 queries, keys = _float32(queries), _float32(keys)
                 generator = torch.Generator().manual_seed(derive_seed(cfg.seed, SAMPLER_STREAM, step))
                 # under torchrun: the global batch's keys, for in-batch negatives and the dictionary update
-                global_parts = dict(all_keys=distributed.gather_embeddings(keys, world), all_clip_index=gather(
-                    clip_index), offset=world.rank * local_batch, gather=gather) if world.distributed else {}
+                global_parts = dict(all_keys=distributed.gather_embeddings(keys, world),
+                                    all_clip_index=gather(clip_index), offset=world.rank * local_batch,
+                                    gather=gather) if world.distributed else {}
                 step_batch = StepBatch(step=step, clip_index=clip_index, queries=queries, keys=keys, labels=labels,
                                        generator=generator, **global_parts)
                 loss, diagnostics = sampler.loss(step_batch)
