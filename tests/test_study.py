@@ -12,6 +12,7 @@ import pytest
 
 from avlib.config import ConfigError
 from avlib.study import CONDITIONS, DEFAULT_SEEDS
+from avlib.study.conditions import STUDY_BASE
 from avlib.study.main import main, run_study
 from avlib.study.report import Comparison, combine
 from avlib.study.run import parse_overrides, plan_runs
@@ -111,6 +112,17 @@ def test_every_condition_plans_valid_runs_and_refuses_overriding_what_it_sets(tm
         plan_runs(CONDITIONS["faulty_pair_rate"], tmp_path, (0,), overrides={"faulty_pair_rate": 0.1})
     with pytest.raises(ConfigError, match="no variant 'nope'"):
         plan_runs(CONDITIONS["samplers"], tmp_path, (0,), variant_names=["nope"])
+
+
+def test_study_runs_start_from_the_study_base_which_set_and_the_variant_override(tmp_path):
+    # the study's base differs from the main job's defaults on purpose (cost); a run must carry it
+    assert STUDY_BASE == {"clips_per_class": 60, "epochs": 60}
+    (run,) = plan_runs(CONDITIONS["samplers"], tmp_path, (0,), variant_names=["random"])
+    assert {k: run.parameters[k] for k in STUDY_BASE} == STUDY_BASE
+    (run,) = plan_runs(CONDITIONS["samplers"], tmp_path, (0,), variant_names=["random"], overrides={"epochs": 3})
+    assert (run.parameters["epochs"], run.parameters["clips_per_class"]) == (3, 60)
+    (run,) = plan_runs(CONDITIONS["redundancy"], tmp_path, (0,), variant_names=["active_cpc120"])
+    assert (run.parameters["clips_per_class"], run.parameters["epochs"]) == (120, 60)
 
 
 def test_the_findings_rule():

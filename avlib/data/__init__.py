@@ -4,7 +4,7 @@ Typical use::
 
     from avlib.data import SyntheticSpec, generate, load_manifest, DecodedCache
 
-    spec = SyntheticSpec()                       # 10 classes x 60 clips of 3 s, 64x64 @ 8 fps
+    spec = SyntheticSpec()                       # 10 classes x 120 clips of 3 s, 64x64 @ 8 fps
     manifest = load_manifest(generate(None, spec))   # cached under $AVLIB_HOME or ~/.cache/avlib
     cache = DecodedCache.build(manifest, "runs/cache", fps=spec.fps, frame_size=spec.frame_size,
                                sample_rate=spec.sample_rate, clip_seconds=spec.duration_s)

@@ -93,7 +93,7 @@ class AVWindows(Dataset):
     onsets fall inside the audio window equals where the visual events fall inside the video
     window, an instance-level cue that can solve the cross-modal InfoNCE without class-relevant
     audio features; an offset keeps what the windows share as a clip property (tempo, rhythm,
-    class) and removes the exact phase.  Measured on the embedded dataset with the main job
+    class) and removes the exact phase.  Measured on the embedded dataset at 60 clips per class
     (``sampler=active``, 60 epochs; audio linear-probe gain over random init at seeds 0/1/2), it
     does not help reliably: offset 0.5 s gave +1.7/+10.6/+8.3 points against +14.4/+3.3/-5.0
     aligned, and 1.0 s gave +13.9/-2.8 at seeds 1/2.  Evaluation windows are always aligned.

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from avlib.config import ConfigError, DataConfig, PretrainConfig
-from avlib.study.conditions import Condition, Variant
+from avlib.study.conditions import STUDY_BASE, Condition, Variant
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -103,7 +103,7 @@ def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, 
     for seed in seeds:
         for variant in variants:
             run_dir = runs_root / condition.name / f"{variant.name}_seed{seed}"
-            parameters = {**overrides, **variant.params, "seed": seed, "run_dir": str(run_dir), "progress": False}
+            parameters = {**STUDY_BASE, **overrides, **variant.params, "seed": seed, "run_dir": str(run_dir), "progress": False}
             PretrainConfig.from_dict(parameters)  # a bad value fails here, naming the parameter
             runs.append(PlannedRun(condition.name, variant, seed, run_dir, parameters, downstream=seed == seeds[0]))
     return runs
