@@ -104,6 +104,15 @@ def test_default_root_uses_avlib_home(monkeypatch, tmp_path):
     assert root.parent.parent == tmp_path and syn.spec_hash(spec)[:16] in root.name
 
 
+def test_the_notebook_configs_default_to_the_default_embedded_dataset():
+    # the default size is written in SyntheticSpec, PretrainConfig and DataConfig; they must agree
+    from avlib.config import DataConfig, PretrainConfig
+    from avlib.data.dataset import embedded_spec
+
+    assert embedded_spec(PretrainConfig()) == SyntheticSpec()
+    assert embedded_spec(DataConfig()) == SyntheticSpec()
+
+
 def test_manifest_columns_balance_and_stratified_splits():
     spec = SyntheticSpec(num_classes=10, clips_per_class=10)
     rows = list(csv.DictReader(syn._manifest_text(spec).splitlines()))

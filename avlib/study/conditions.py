@@ -2,15 +2,15 @@
 
 A *condition* is a sweep the study command runs when it is selected: a list of *variants* (a
 sampler, possibly with its own settings, at one level of the swept parameter) times seeds.  Every
-run is :data:`STUDY_BASE` on top of the default ``PretrainConfig`` (one torch thread) plus the
+run is the default ``PretrainConfig`` (one torch thread) with :data:`STUDY_BASE` on top, then the
 variant's parameters, so the only thing that differs between two runs of a condition is what the
 condition is about.
 
-Every run starts from :data:`STUDY_BASE` (60 clips per class, 60 epochs), not from the main job's
-defaults (120 clips per class, 45 epochs): the study compares methods against each other, and at the
-smaller dataset its 24-run default condition fits in about 80 minutes on two cores, where the main
-job's size costs 1.5 times as much per run.  Its runs' ``config.json`` files say so, and the report
-lists the base as parameters common to every run.
+Why a base (60 clips per class, 60 epochs) and not the main job's defaults (120 clips per class, 45
+epochs): the study compares methods against each other, and at the smaller dataset its 24-run
+default condition fits in about 80 minutes on two cores, where the main job's size costs 1.5 times
+as much per run.  Its runs' ``config.json`` files say so, and the report lists the base among the
+parameters common to every run.
 
 Costs below are in *base-run units*: one base run (660 steps at ~0.30 s, probes) is ~4 min
 alone on the 2-core development machine; two jobs side by side share its two cores, so a unit costs
