@@ -13,7 +13,9 @@ import json
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
 
 #: Name of the embedded procedural dataset (``avlib.data.synthetic``).
 EMBEDDED_DATASET = "avsynth"
@@ -26,6 +28,17 @@ class ConfigError(ValueError):
 def _check_choice(name: str, value: Any, choices) -> None:
     if value not in choices:
         raise ConfigError(f"parameter {name}={value!r} is not valid; valid choices: {sorted(choices)}")
+
+
+def choose(name: str, value: str, registry: Mapping[str, T]) -> T:
+    """``registry[value]``, or a :class:`ConfigError` naming parameter ``name`` and the valid choices.
+
+    Names of registered things (samplers, encoders, selectors, benchmark protocols) are checked where
+    a registry resolves them, with this one message: ``config.py`` stays on the ground floor and
+    imports nothing from the layers that fill the registries.
+    """
+    _check_choice(name, value, registry.keys())
+    return registry[value]
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -218,16 +231,9 @@ class PretrainConfig(_Config):
     check_ranks: bool = True  # with >1 process, compare the dictionaries of every rank by hash after each step
 
     def __post_init__(self) -> None:
+        # sampler, active_embedding, active_selector and the encoders name registered things: the
+        # registries check them (avlib.train.check_names, before any work), see `choose`
         self._check_types()
-        from avlib.active import EMBEDDINGS, SELECTORS
-        from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS
-        from avlib.samplers import SAMPLERS
-
-        _check_choice("sampler", self.sampler, SAMPLERS.keys())
-        _check_choice("active_embedding", self.active_embedding, EMBEDDINGS.keys())
-        _check_choice("active_selector", self.active_selector, SELECTORS.keys())
-        _check_choice("video_encoder", self.video_encoder, VIDEO_ENCODERS.keys())
-        _check_choice("audio_encoder", self.audio_encoder, AUDIO_ENCODERS.keys())
         _check_choice("optimizer", self.optimizer, {"sgd", "adamw"})
         _check_choice("on_bad_clip", self.on_bad_clip, {"skip", "raise"})
         _check_choice("soft_target_space", self.soft_target_space, {"within", "cross", "both"})
@@ -344,11 +350,7 @@ class DownstreamConfig(_Config):
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:
-        self._check_types()
-        from avlib.eval.downstream import DATASETS, PROTOCOLS
-
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("protocol", self.protocol, PROTOCOLS)
+        self._check_types()  # dataset and protocol: avlib.eval.downstream.protocols_for checks them
         if self.dataset != "run" and not self.dataset_root:
             raise ConfigError(f"parameter dataset={self.dataset!r} needs dataset_root (your copy of it)")
         for name in ("num_threads", "eval_windows", "knn_k", "epochs", "lr", "batch_size", "clips_per_video"):

@@ -53,7 +53,7 @@ def _wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout_s: 
 @pytest.fixture
 def lab(tmp_path):
     """Two tiny runs, a parameterised copy of notebook 03 beside them, and a JupyterLab serving that folder."""
-    from avlib.train.loop import pretrain
+    from avlib.train import pretrain
     from tiny import tiny_config
 
     run_dirs = [str(tmp_path / sampler) for sampler in ("random", "active")]

@@ -91,8 +91,10 @@ def test_video_level_accuracy_averages_clip_scores():
 def test_bad_parameters_name_what_is_wrong(run_dir, tmp_path):
     with pytest.raises(ConfigError, match="dataset='ucf101' needs dataset_root"):
         DownstreamConfig(dataset="ucf101")
-    with pytest.raises(ConfigError, match="protocol='svm'"):
-        DownstreamConfig(protocol="svm")
+    with pytest.raises(ConfigError, match=r"protocol='svm' is not valid; valid choices: \[.*'linear'"):
+        protocols_for(DownstreamConfig(protocol="svm"))  # names are checked where resolved, before any work
+    with pytest.raises(ConfigError, match=r"dataset='kinetics' is not valid; valid choices: \[.*'ucf101'"):
+        protocols_for(DownstreamConfig(dataset="kinetics", dataset_root=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="checkpoint='best'.*available.*last.pt"):
         load_encoders(run_dir, "best")
     cfg, model = load_encoders(run_dir, str(run_dir / "checkpoints" / "last.pt"))  # a path works too

@@ -9,7 +9,7 @@ import torch
 from avlib.analysis.inspector import frame_strip, inspect_query, negative_inspector, rank_negatives, wav_bytes
 from avlib.analysis.runs import open_run_dataset
 from avlib.dictionary.snapshots import read_snapshot, write_snapshot
-from avlib.train.loop import pretrain
+from avlib.train import pretrain
 from tiny import tiny_config
 
 

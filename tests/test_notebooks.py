@@ -91,7 +91,7 @@ def test_papermill_04_on_a_ucf101_standin_tree(pretrained_run, tmp_path):
 
 def test_nbval_03_negative_diversity(tmp_path):
     """Two tiny runs with snapshots (random and active, same seed), then the whole analysis notebook."""
-    from avlib.train.loop import pretrain
+    from avlib.train import pretrain
     from tiny import tiny_config
 
     run_dirs = [str(tmp_path / sampler) for sampler in ("random", "active")]

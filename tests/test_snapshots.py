@@ -11,7 +11,7 @@ from avlib.analysis.runs import open_run_dataset, read_config
 from avlib.dictionary.diversity import dictionary_metrics
 from avlib.dictionary.snapshots import read_snapshot, resolve_step, snapshot_path, snapshot_steps, write_snapshot
 from avlib.losses.infonce import same_clip_mask
-from avlib.train.loop import pretrain
+from avlib.train import pretrain
 from tiny import tiny_config
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from avlib.config import ConfigError, PretrainConfig
-from avlib.train import pretrain, read_metrics
+from avlib.train import distributed, pretrain, read_metrics
+from avlib.train.loop import build_training, load_training_data, step_loader, train_step, update_dictionaries
 from tiny import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,16 +61,17 @@ def test_different_parameters_refuse_to_resume_a_run_folder(tiny_run):
 KILLER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    import avlib.train.loop as loop
+    import avlib.train.run_folder as run_folder
+    from avlib.train import pretrain
     from tiny import tiny_config
 
-    original_write = loop.MetricsLog.write
+    original_write = run_folder.MetricsLog.write
     def write_then_die(self, row):
         original_write(self, row)
         if row["step"] == {kill_after}:   # rows past the last checkpoint exist on disk, then SIGKILL
             os.kill(os.getpid(), signal.SIGKILL)
-    loop.MetricsLog.write = write_then_die
-    loop.pretrain(tiny_config({run_dir!r}, epochs=3, checkpoint_every=4))
+    run_folder.MetricsLog.write = write_then_die
+    pretrain(tiny_config({run_dir!r}, epochs=3, checkpoint_every=4))
 """)
 
 
@@ -88,16 +90,20 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert resumed["probe"] == reference["probe"]
 
 
-def test_unknown_sampler_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"sampler='moco_typo'.*valid choices: \[.*'random'"):
-        PretrainConfig(sampler="moco_typo")
+@pytest.mark.parametrize("name, value", [("sampler", "moco_typo"), ("video_encoder", "r3d"),
+                                         ("audio_encoder", "vggish"), ("active_selector", "badge_typo"),
+                                         ("active_embedding", "grad")])
+def test_unknown_registry_name_lists_the_valid_ones_before_any_work(tmp_path, name, value):
+    cfg = PretrainConfig(run_dir=str(tmp_path / "run"), **{name: value})  # config.py cannot see the registries
+    with pytest.raises(ConfigError, match=rf"{name}='{value}' is not valid; valid choices: \["):
+        pretrain(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("bad, message", [
     (dict(batch_size=1), "batch_size"),
     (dict(crop_size=80), "crop_size"),
     (dict(momentum=1.0), "momentum"),
-    (dict(video_encoder="vit"), "video_encoder"),
     (dict(window_s=5.0), "window_s"),
     (dict(audio_offset_s=-0.5), r"audio_offset_s=-0.5 must be >= 0"),
     (dict(device="tpu"), "device"),
@@ -127,3 +133,23 @@ def test_unknown_parameter_is_rejected():
 def test_batch_larger_than_the_training_set_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="batch_size"):
         pretrain(tiny_config(tmp_path / "big", batch_size=64, dictionary_size=64))
+
+
+def test_the_step_functions_called_by_hand_are_the_loops_steps(tmp_path):
+    """train_step and update_dictionaries are the loop's stages: called on their own, step by step,
+    they give the losses the loop wrote, bit for bit (metrics.csv keeps floats exactly)."""
+    pretrain(tiny_config(tmp_path / "loop", max_steps=4, probe=False))
+    loop_rows = read_metrics(tmp_path / "loop")
+    cfg = tiny_config(tmp_path / "by_hand", max_steps=4, probe=False)
+    world, device = distributed.start("cpu")
+    cache, train_indices = load_training_data(cfg, world)
+    t = build_training(cfg, world, device, cache, train_indices, key_groups=1)
+    t.model.train()
+    t.momentum_model.train()
+    for step, batch in zip(range(t.total_steps), step_loader(t, cache, train_indices, start_step=0)):
+        outcome = train_step(t, batch, step)
+        diagnostics = {**outcome.diagnostics, **update_dictionaries(t, outcome.global_batch, recorder=None)}
+        for name in ("loss", "v2a_loss", "a2v_loss", "top1"):
+            assert diagnostics[name] == loop_rows[step][name], (step, name)
+        assert outcome.lr == loop_rows[step]["lr"]
+    assert step == 3 and len(t.sampler.dictionaries()["video"]) > 0

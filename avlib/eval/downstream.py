@@ -34,14 +34,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from avlib.config import DownstreamConfig, PretrainConfig
+from avlib.config import DownstreamConfig, PretrainConfig, choose
 from avlib.data.augment import AudioTransform, VideoTransform, seeded
 from avlib.data.cache import DecodedCache
 from avlib.eval.probe import knn_probe, linear_probe
 from avlib.models.checkpoint import load_encoders
 from avlib.models.encoders import AVModel
 
-DATASETS = ("run", "ucf101", "hmdb51", "esc50")
 PROTOCOLS = ("standard", "linear", "knn", "finetune", "probes", "all")
 STANDARD_PROTOCOLS = {"run": ("linear", "knn"), "ucf101": ("finetune", "linear", "knn"),
                       "hmdb51": ("finetune", "linear", "knn"), "esc50": ("linear", "knn")}
@@ -49,8 +48,11 @@ PRETRAINED, RANDOM_INIT = "pretrained", "random init"
 
 
 def protocols_for(settings: DownstreamConfig) -> tuple[str, ...]:
-    """The protocols ``settings.protocol`` stands for on ``settings.dataset``."""
-    return {"standard": STANDARD_PROTOCOLS[settings.dataset], "probes": ("linear", "knn"),
+    """The protocols ``settings.protocol`` stands for on ``settings.dataset`` (both names checked here:
+    the notebook calls this before any work)."""
+    standard = choose("dataset", settings.dataset, STANDARD_PROTOCOLS)
+    choose("protocol", settings.protocol, dict.fromkeys(PROTOCOLS))
+    return {"standard": standard, "probes": ("linear", "knn"),
             "all": ("finetune", "linear", "knn")}.get(settings.protocol, (settings.protocol,))
 
 
@@ -406,10 +408,10 @@ def output_dir(settings: DownstreamConfig) -> Path:
 
 def evaluate(settings: DownstreamConfig) -> DownstreamResults:
     """Every protocol ``settings`` selects, for the pretrained (and random-init) encoders."""
+    protocols = protocols_for(settings)  # names checked before any work
     torch.set_num_threads(settings.num_threads)
     cfg, model = load_encoders(settings.run_dir, settings.checkpoint, settings.device)
     data = open_downstream(settings, cfg)
-    protocols = protocols_for(settings)
     encoders = [(PRETRAINED, model)] + ([(RANDOM_INIT, random_init_model(cfg, settings.device))] if settings.baseline else [])
     outcomes = []
     for encoder_name, encoder_model in encoders:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avlib.config import choose
+
 # ----------------------------------------------------------------------------- video encoders
 
 
@@ -130,9 +132,7 @@ AUDIO_ENCODERS: dict[str, Callable[[], nn.Module]] = {
 def build_encoder(kind: str, name: str) -> nn.Module:
     """Build a registered encoder; ``kind`` is "video" or "audio"."""
     registry = {"video": VIDEO_ENCODERS, "audio": AUDIO_ENCODERS}[kind]
-    if name not in registry:
-        raise ValueError(f"unknown {kind}_encoder {name!r}; valid choices: {sorted(registry)}")
-    return registry[name]()
+    return choose(f"{kind}_encoder", name, registry)()
 
 
 # ----------------------------------------------------------------------------- heads and model

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 import torch
 from torch import nn
 
+from avlib.config import choose
 from avlib.dictionary.queue import KeyQueue
 from avlib.losses.infonce import info_nce, same_clip_mask
 from avlib.models.encoders import Embeddings
@@ -135,11 +136,10 @@ def build_sampler(cfg: "PretrainConfig", facts: ClipFacts | int, hidden_dims: di
     ``facts`` may be a bare clip count (tests, methods that need no labels): every clip is then a
     training clip of class 0.
     """
-    if cfg.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {cfg.sampler!r}; valid choices: {sorted(SAMPLERS)}")
+    method = choose("sampler", cfg.sampler, SAMPLERS)
     if isinstance(facts, int):
         facts = ClipFacts(labels=torch.zeros(facts, dtype=torch.long), train_index=torch.arange(facts))
-    return SAMPLERS[cfg.sampler](cfg, facts, hidden_dims)
+    return method(cfg, facts, hidden_dims)
 
 
 class Sampler(nn.Module):

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from avlib.config import ConfigError, DataConfig, PretrainConfig
+from avlib.train import check_names
 from avlib.study.conditions import STUDY_BASE, Condition, Variant
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, 
         for variant in variants:
             run_dir = runs_root / condition.name / f"{variant.name}_seed{seed}"
             parameters = {**STUDY_BASE, **overrides, **variant.params, "seed": seed, "run_dir": str(run_dir), "progress": False}
-            PretrainConfig.from_dict(parameters)  # a bad value fails here, naming the parameter
+            check_names(PretrainConfig.from_dict(parameters))  # a bad value or name fails here, naming the parameter
             runs.append(PlannedRun(condition.name, variant, seed, run_dir, parameters, downstream=seed == seeds[0]))
     return runs
 

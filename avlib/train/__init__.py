@@ -1,5 +1,12 @@
-"""Pretraining: the loop, checkpoints and run folders; data-parallel training under torchrun."""
+"""Pretraining: the loop, checkpoints and run folders; data-parallel training under torchrun.
 
-from avlib.train.loop import Interrupted, pretrain, read_metrics
+Floors, each importing only those below it: ``run_folder`` (files of a run), ``distributed`` and
+``snapshots`` (helpers), ``loop`` (one process's training, stage by stage), ``launch`` (the entry
+point: in this process or under torchrun, and the command line).
+"""
 
-__all__ = ["Interrupted", "pretrain", "read_metrics"]
+from avlib.train.launch import pretrain
+from avlib.train.loop import Interrupted, check_names
+from avlib.train.run_folder import read_metrics
+
+__all__ = ["Interrupted", "check_names", "pretrain", "read_metrics"]

@@ -1,4 +1,4 @@
-"""Launching pretraining in several processes with ``torchrun`` (PyTorch's own launcher), and its CLI.
+"""The entry point of pretraining: :func:`pretrain` in this process or in several (``torchrun``), and its CLI.
 
 ``python -m avlib.train --sampler active --run_dir runs/x`` runs :func:`avlib.train.pretrain` with
 any :class:`~avlib.config.PretrainConfig` parameter given as ``--name value`` (or all of them in a
@@ -24,6 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from avlib.config import ConfigError, PretrainConfig
+from avlib.train import distributed
+from avlib.train.loop import Interrupted, check_names, train
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Train (or resume) the run described by ``cfg`` and return its summary (also in summary.json).
+
+    In one process, ``nproc_per_node > 1`` launches ``torchrun`` with that many processes
+    (:func:`launch`) and returns the run's summary; under ``torchrun`` each process trains its share
+    of every batch (``avlib.train.distributed``) and rank 0 writes the run folder.
+    """
+    check_names(cfg)
+    if cfg.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(cfg)
+    world, device = distributed.start(cfg.device)
+    try:
+        return train(cfg, world, device)
+    finally:
+        distributed.stop(world)
 
 
 def torchrun_command(config_path: str | Path, nproc_per_node: int) -> list[str]:
@@ -86,8 +105,6 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from avlib.train.loop import Interrupted, pretrain
-
     speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports for all
     try:
         cfg = parse_args(argv)

@@ -1,54 +1,64 @@
-"""Cross-modal MoCo pretraining: the loop composes data, model, sampler and optimiser; nothing more.
+"""Cross-modal MoCo pretraining in this process: the loop composes data, model, sampler and optimiser.
 
-Run folder contract (notebooks, later analyses and users rely on it):
+Read it top to bottom, one stage a function:
 
-    run_dir/config.json          the PretrainConfig, verbatim
-    run_dir/metrics.csv          one row per step: step, epoch, loss, lr, step_s, data_s, + diagnostics
-    run_dir/summary.json         sampler, seed, steps, wall_s, final_loss, probe, probe_random_init, ...
-    run_dir/probe_random_init.json   the random-init baseline (computed once, before step 0)
-    run_dir/checkpoints/last.pt  model, momentum model, sampler state (queues), optimiser, step
-    run_dir/snapshots/step_SSSSSS.npz   dictionary snapshots (avlib.dictionary.snapshots), every snapshot_every steps
+    train(cfg, world, device)                  the whole run, stage by stage:
+      prepare_run_folder / load_training_data  the run folder (avlib.train.run_folder) and the clips
+      build_training(...) -> Training          models, method (sampler), optimiser, how passes run
+      restore(...)                             resume from checkpoints/last.pt
+      run_steps(...)                           for each step of step_loader(...):
+        train_step(training, batch, step)        queries, keys, the method's loss, the update
+        update_dictionaries(training, ...)       the method's dictionary update (what enters)
+        RunRecords.write / save_checkpoint       bookkeeping (rank 0)
+      summarise(...)                           probes and summary.json
 
 Every source of randomness after initialisation is a function of (seed, step): batches and their
 augmentations come from ``StepBatches``, a sampler's own draws from ``StepBatch.generator``.  So a run
 killed at any point and resumed from its last checkpoint replays the same steps bit for bit.
+Launching several processes (``nproc_per_node``) is :mod:`avlib.train.launch`'s job.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
-import os
 import platform
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from avlib.config import ConfigError, PretrainConfig
+from avlib.active import EMBEDDINGS, SELECTORS
+from avlib.config import ConfigError, PretrainConfig, choose
+from avlib.data.cache import DecodedCache
 from avlib.data.dataset import (SAMPLER_STREAM, SHUFFLE_STREAM, AVWindows, StepBatches, collate, derive_seed,
                                 open_dataset, stratified_subset)
 from avlib.eval.probe import run_probes
-from avlib.models.encoders import AVModel, Embeddings, momentum_update
-from avlib.samplers import StepBatch, build_sampler, clip_facts
+from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
+from avlib.samplers import SAMPLERS, Sampler, StepBatch, build_sampler, clip_facts
 from avlib.train import distributed
+from avlib.train.run_folder import (MetricsLog, checkpoint_path, prepare_run_folder, read_metrics, save_atomic,
+                                    write_json_atomic)
 from avlib.train.snapshots import DictionaryRecorder
 
-CHECKPOINT = "last.pt"
-# Parameters that may change between a run and its resumption without changing its results.
-# (nproc_per_node: a preempted job may come back on fewer or more GPUs; data order and the dictionary
-# do not depend on it, only which clips share batch-norm statistics without sync_batchnorm.)
-RESUMABLE_CHANGES = {"resume", "progress", "num_workers", "probe", "device", "nproc_per_node", "check_ranks",
-                     "compile"}
-
-
 # ----------------------------------------------------------------------------- small pieces
+
+
+def check_names(cfg: PretrainConfig) -> None:
+    """Every name in ``cfg`` that a registry resolves (method, encoders, active selection), checked
+    before any work with the registries' own message; ``config.py`` cannot see the registries."""
+    choose("sampler", cfg.sampler, SAMPLERS)
+    choose("video_encoder", cfg.video_encoder, VIDEO_ENCODERS)
+    choose("audio_encoder", cfg.audio_encoder, AUDIO_ENCODERS)
+    choose("active_embedding", cfg.active_embedding, EMBEDDINGS)
+    choose("active_selector", cfg.active_selector, SELECTORS)
 
 
 def learning_rate(step: int, total_steps: int, cfg: PretrainConfig) -> float:
@@ -63,81 +73,6 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def save_atomic(state: dict, path: Path) -> None:
-    """Write-then-rename: a reader (or a resumed run) never sees a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-class MetricsLog:
-    """``metrics.csv``, one row per step, flushed as written.
-
-    On resume, rows at or after the resumed step (written after the last checkpoint by the killed
-    run) are dropped first, so the file ends up as if the run had never stopped.
-    """
-
-    def __init__(self, path: Path, start_step: int):
-        self.path = path
-        rows: list[dict] = []
-        if path.exists() and start_step > 0:
-            with open(path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["step"]) < start_step]
-        self.fieldnames: list[str] | None = list(rows[0].keys()) if rows else None
-        self.handle = open(path, "w", newline="")
-        self.writer: csv.DictWriter | None = None
-        if self.fieldnames:
-            self._start_writer(self.fieldnames)
-            self.writer.writerows(rows)
-            self.handle.flush()
-
-    def _start_writer(self, fieldnames: list[str]) -> None:
-        self.writer = csv.DictWriter(self.handle, fieldnames=fieldnames, extrasaction="raise")
-        self.writer.writeheader()
-
-    def write(self, row: dict) -> None:
-        if self.writer is None:
-            self._start_writer(list(row.keys()))
-        self.writer.writerow(row)
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """metrics.csv as a list of dicts with float values (``step``/``epoch`` as int)."""
-    with open(Path(run_dir) / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in row.items()} for row in rows]
-
-
-def _check_same_run(run_dir: Path, cfg: PretrainConfig) -> None:
-    """Refuse to resume a run folder that holds a run with other (result-changing) parameters."""
-    saved = json.loads((run_dir / "config.json").read_text())
-    differences = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
-                   if k not in RESUMABLE_CHANGES and saved.get(k) != v}
-    if differences:
-        listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(differences.items()))
-        raise ConfigError(
-            f"run_dir={str(run_dir)!r} holds a run with other parameters ({listed}); "
-            "use a new run_dir, or the same parameters to resume it"
-        )
-
-
-# ----------------------------------------------------------------------------- the run
 
 
 class Interrupted(KeyboardInterrupt):
@@ -175,30 +110,34 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-def pretrain(cfg: PretrainConfig) -> dict:
-    """Train (or resume) the run described by ``cfg`` and return its summary (also in summary.json).
-
-    In one process, ``nproc_per_node > 1`` launches ``torchrun`` with that many processes
-    (:func:`avlib.train.launch.launch`) and returns the run's summary; under ``torchrun`` each process
-    trains its share of every batch (``avlib.train.distributed``) and rank 0 writes the run folder.
-    """
-    if cfg.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-        from avlib.train.launch import launch
-
-        return launch(cfg)
-    world, device = distributed.start(cfg.device)
-    try:
-        return _pretrain(cfg, world, device)
-    finally:
-        distributed.stop(world)
+# ----------------------------------------------------------------------------- set-up
 
 
-def _pretrain(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
-    run_started = time.perf_counter()
-    torch.set_num_threads(cfg.num_threads)
-    run_dir = Path(cfg.run_dir)
-    checkpoint_path = run_dir / "checkpoints" / CHECKPOINT
-    resuming = cfg.resume and checkpoint_path.exists()
+@dataclass
+class Training:
+    """Everything the steps of one run share, built once by :func:`build_training`."""
+
+    cfg: PretrainConfig
+    world: distributed.World
+    device: str
+    model: AVModel  # the online encoders and heads: what the optimiser trains
+    momentum_model: AVModel  # the key encoders: an exponential moving average of `model`
+    sampler: Sampler  # the method: its dictionaries (state) and its loss
+    optimizer: torch.optim.Optimizer
+    online: nn.Module  # `model` as the forward pass runs it (DDP averages gradients; torch.compile)
+    keys_model: nn.Module  # `momentum_model` as the key pass runs it
+    key_groups: int  # shuffle_bn: groups of the global batch whose keys get their own BN statistics
+    steps_per_epoch: int
+    total_steps: int
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16,
+                              enabled=self.cfg.precision == "bf16")
+
+
+def check_world(cfg: PretrainConfig, world: distributed.World) -> int:
+    """The global batch must split evenly over the processes (and the shuffled-BN groups); returns the
+    number of key groups."""
     if cfg.batch_size % world.size:
         raise ConfigError(f"parameter batch_size={cfg.batch_size} (the global batch) must be a multiple of "
                           f"the {world.size} training processes")
@@ -206,19 +145,23 @@ def _pretrain(cfg: PretrainConfig, world: distributed.World, device: str) -> dic
     if cfg.shuffle_bn and (key_groups % world.size or cfg.batch_size % key_groups):
         raise ConfigError(f"parameter key_bn_groups={cfg.key_bn_groups} must be a multiple of the {world.size} "
                           f"training processes and divide batch_size={cfg.batch_size}")
-    if world.is_main:  # rank 0 owns the run folder; the others wait for it (and for the dataset) below
-        if checkpoint_path.exists() and not cfg.resume:
-            raise ConfigError(f"run_dir={str(run_dir)!r} already holds a checkpoint and resume=False; "
-                              "use a new run_dir, or resume=True to continue it")
-        if resuming:
-            _check_same_run(run_dir, cfg)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.json")
+    return key_groups
+
+
+def load_training_data(cfg: PretrainConfig, world: distributed.World):
+    """The decoded dataset (rank 0 builds the cache, the others wait and open it) and the training clips."""
+    if world.is_main:
         cache = open_dataset(cfg, progress=cfg.progress)
     distributed.barrier(world)
     if not world.is_main:
         cache = open_dataset(cfg, progress=False)
     train_indices = stratified_subset(cache.select("train"), cache.labels, cfg.subset_fraction, cfg.seed)
+    return cache, train_indices
+
+
+def build_training(cfg: PretrainConfig, world: distributed.World, device: str, cache: DecodedCache,
+                   train_indices, key_groups: int) -> Training:
+    """Seeded models, the method and the optimiser, and the wrappers the passes run through."""
     steps_per_epoch = len(train_indices) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"parameter batch_size={cfg.batch_size} exceeds the {len(train_indices)} training clips")
@@ -240,154 +183,232 @@ def _pretrain(cfg: PretrainConfig, world: distributed.World, device: str) -> dic
     sampler = build_sampler(cfg, clip_facts(cache, train_indices), hidden_dims).to(device)
     optimizer = build_optimizer(model, cfg)
 
-    # The baseline: the very same encoders before any training.
-    random_init_path = run_dir / "probe_random_init.json"
-    if cfg.probe and world.is_main and not random_init_path.exists():
-        write_json_atomic(run_probes(model, cache, cfg, device=device), random_init_path)
-    distributed.barrier(world)
-
-    start_step, previous_wall_s = 0, 0.0
-    if resuming:
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        momentum_model.load_state_dict(state["momentum_model"])
-        sampler.load_state_dict(state["sampler"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step, previous_wall_s = state["step"], state["wall_s"]
-
-    def checkpoint(step: int) -> None:
-        if world.is_main:
-            save_atomic({
-                "step": step, "wall_s": previous_wall_s + time.perf_counter() - run_started,
-                "config": cfg.to_dict(), "world_size": world.size, "model": model.state_dict(),
-                "momentum_model": momentum_model.state_dict(), "sampler": sampler.state_dict(),
-                "optimizer": optimizer.state_dict(),
-            }, checkpoint_path)
-        distributed.barrier(world)
-
-    # what runs the forward passes: DDP averages gradients over ranks; compile and autocast are options
-    online = model
+    online, keys_model = model, momentum_model
     if world.distributed:
         online = DistributedDataParallel(model, device_ids=[world.local_rank] if device.startswith("cuda") else None)
-    keys_model = momentum_model
     if cfg.compile:
         online, keys_model = torch.compile(online), torch.compile(momentum_model)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    return Training(cfg=cfg, world=world, device=device, model=model, momentum_model=momentum_model,
+                    sampler=sampler, optimizer=optimizer, online=online, keys_model=keys_model,
+                    key_groups=key_groups, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
-    def encode_keys(video: torch.Tensor, audio: torch.Tensor, step: int) -> Embeddings:
-        if cfg.shuffle_bn and key_groups > 1:
-            shuffle = torch.Generator().manual_seed(derive_seed(cfg.seed, SHUFFLE_STREAM, step))
-            return distributed.shuffled_keys(keys_model, video, audio, key_groups, shuffle, world)
-        return keys_model(video, audio)
+
+def save_checkpoint(t: Training, step: int, wall_s: float) -> None:
+    """Rank 0 writes ``checkpoints/last.pt`` atomically; every rank waits for it."""
+    if t.world.is_main:
+        save_atomic({
+            "step": step, "wall_s": wall_s, "config": t.cfg.to_dict(), "world_size": t.world.size,
+            "model": t.model.state_dict(), "momentum_model": t.momentum_model.state_dict(),
+            "sampler": t.sampler.state_dict(), "optimizer": t.optimizer.state_dict(),
+        }, checkpoint_path(t.cfg.run_dir))
+    distributed.barrier(t.world)
+
+
+def restore(t: Training) -> tuple[int, float]:
+    """Load ``checkpoints/last.pt`` into the run; returns (the step to continue from, wall time so far)."""
+    state = torch.load(checkpoint_path(t.cfg.run_dir), map_location=t.device, weights_only=False)
+    t.model.load_state_dict(state["model"])
+    t.momentum_model.load_state_dict(state["momentum_model"])
+    t.sampler.load_state_dict(state["sampler"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    return state["step"], state["wall_s"]
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+@dataclass
+class StepOutcome:
+    lr: float
+    diagnostics: dict[str, float]  # "loss" (mean over ranks) and the method's loss diagnostics
+    global_batch: StepBatch  # what every rank's dictionary update sees: the global batch
+
+
+def train_step(t: Training, batch: dict, step: int) -> StepOutcome:
+    """One optimisation step on this rank's share of the global batch (MoCo, He et al. 2020, Alg. 1):
+    queries from the online encoders, the momentum update, keys, the method's loss, the gradient step."""
+    cfg, world, device = t.cfg, t.world, t.device
+    lr = learning_rate(step, t.total_steps, cfg)
+    for group in t.optimizer.param_groups:
+        group["lr"] = lr
+    video, audio = batch["video"].to(device), batch["audio"].to(device)  # this rank's B clips
+    if cfg.channels_last:
+        video = video.contiguous(memory_format=torch.channels_last_3d)
+        audio = audio.contiguous(memory_format=torch.channels_last)
+    clip_index, labels = batch["clip_index"].to(device), batch["label"].to(device)
+    with t.autocast():
+        queries = t.online(video, audio)
+    with torch.no_grad():
+        momentum_update(t.model, t.momentum_model, cfg.momentum)  # MoCo: update, then encode keys
+        with t.autocast():
+            keys = _encode_keys(t, video, audio, step)
+    queries, keys = _float32(queries), _float32(keys)
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, SAMPLER_STREAM, step))
 
     def gather(tensor: torch.Tensor) -> torch.Tensor:
         return distributed.gather(tensor, world)
 
-    batches = StepBatches(len(train_indices), cfg.batch_size, cfg.seed, total_steps, start_step,
-                          shard=(world.rank, world.size))
-    loader = DataLoader(
-        AVWindows(cache, train_indices, cfg, train=True), batch_sampler=batches, collate_fn=collate,
-        num_workers=cfg.num_workers, worker_init_fn=_single_threaded_worker,
-    )
-    metrics = MetricsLog(run_dir / "metrics.csv", start_step) if world.is_main else None
-    # diversity metrics and snapshots, on rank 0 (the dictionaries are the same on every rank)
-    recorder = DictionaryRecorder(run_dir, cfg.snapshot_every, total_steps) if world.is_main else None
-    progress = _progress_bar(cfg, start_step, total_steps) if world.is_main else None
-    model.train()
-    momentum_model.train()
-    local_batch = cfg.batch_size // world.size
-    try:
-        with StopSignals() as stop_signals:
-            iteration_started = time.perf_counter()
-            for step, batch in zip(range(start_step, total_steps), loader):
-                data_s = time.perf_counter() - iteration_started
-                lr = learning_rate(step, total_steps, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                video, audio = batch["video"].to(device), batch["audio"].to(device)  # this rank's B clips
-                if cfg.channels_last:
-                    video = video.contiguous(memory_format=torch.channels_last_3d)
-                    audio = audio.contiguous(memory_format=torch.channels_last)
-                clip_index, labels = batch["clip_index"].to(device), batch["label"].to(device)
-                with autocast:
-                    queries = online(video, audio)
-                with torch.no_grad():
-                    momentum_update(model, momentum_model, cfg.momentum)  # MoCo: update, then encode keys
-                    with autocast:
-                        keys = encode_keys(video, audio, step)
-                queries, keys = _float32(queries), _float32(keys)
-                generator = torch.Generator().manual_seed(derive_seed(cfg.seed, SAMPLER_STREAM, step))
-                # under torchrun: the global batch's keys, for in-batch negatives and the dictionary update
-                global_parts = dict(all_keys=distributed.gather_embeddings(keys, world),
-                                    all_clip_index=gather(clip_index), offset=world.rank * local_batch,
-                                    gather=gather) if world.distributed else {}
-                step_batch = StepBatch(step=step, clip_index=clip_index, queries=queries, keys=keys, labels=labels,
-                                       generator=generator, **global_parts)
-                loss, diagnostics = sampler.loss(step_batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                global_batch = step_batch
-                if world.distributed:  # what every rank's dictionary update sees: the global batch
-                    global_batch = StepBatch(
-                        step=step, clip_index=step_batch.all_clip_index,
-                        queries=distributed.gather_embeddings(queries, world), keys=step_batch.all_keys,
-                        labels=gather(labels), generator=generator)
-                diagnostics = distributed.mean_over_ranks({"loss": loss.item(), **diagnostics}, world)
-                if recorder is not None:  # the dictionaries the queries met
-                    diagnostics.update(recorder.before_update(sampler, global_batch))
-                diagnostics.update(sampler.update(global_batch))
-                if recorder is not None:
-                    recorder.after_update(sampler, global_batch)
-                if cfg.check_ranks:
-                    distributed.check_same_on_every_rank(sampler, "sampler state (dictionaries)", step, world)
-                stopping = distributed.any_rank(stop_signals.signum is not None, world)
-                step_s = time.perf_counter() - iteration_started
-                mean_loss = diagnostics.pop("loss")  # over the global batch
-                if metrics is not None:
-                    metrics.write({"step": step, "epoch": step // steps_per_epoch, "loss": mean_loss, "lr": lr,
-                                   "step_s": step_s, "data_s": data_s, **diagnostics})
-                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total_steps or stopping:
-                    checkpoint(step + 1)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{mean_loss:.3f}", top1=f"{diagnostics.get('top1', 0):.2f}")
-                if stopping:
-                    raise Interrupted(step + 1, stop_signals.signum or signal.SIGTERM, run_dir)
-                iteration_started = time.perf_counter()
-    finally:
-        if metrics is not None:
-            metrics.close()
-        if progress is not None:
-            progress.close()
+    # under torchrun: the global batch's keys, for in-batch negatives and the dictionary update
+    global_parts = dict(all_keys=distributed.gather_embeddings(keys, world), all_clip_index=gather(clip_index),
+                        offset=world.rank * (cfg.batch_size // world.size),
+                        gather=gather) if world.distributed else {}
+    step_batch = StepBatch(step=step, clip_index=clip_index, queries=queries, keys=keys, labels=labels,
+                           generator=generator, **global_parts)
+    loss, diagnostics = t.sampler.loss(step_batch)
+    t.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    t.optimizer.step()
+    global_batch = step_batch
+    if world.distributed:
+        global_batch = StepBatch(
+            step=step, clip_index=step_batch.all_clip_index, queries=distributed.gather_embeddings(queries, world),
+            keys=step_batch.all_keys, labels=gather(labels), generator=generator)
+    return StepOutcome(lr, distributed.mean_over_ranks({"loss": loss.item(), **diagnostics}, world), global_batch)
+
+
+def _encode_keys(t: Training, video: torch.Tensor, audio: torch.Tensor, step: int) -> Embeddings:
+    if t.cfg.shuffle_bn and t.key_groups > 1:
+        shuffle = torch.Generator().manual_seed(derive_seed(t.cfg.seed, SHUFFLE_STREAM, step))
+        return distributed.shuffled_keys(t.keys_model, video, audio, t.key_groups, shuffle, t.world)
+    return t.keys_model(video, audio)
+
+
+def update_dictionaries(t: Training, global_batch: StepBatch, recorder: DictionaryRecorder | None) -> dict:
+    """The method's dictionary update (what enters the queues or banks), with the recorder's metrics of
+    the dictionaries the queries met before it; every rank must end with the same dictionaries."""
+    diagnostics: dict[str, float] = {}
+    if recorder is not None:
+        diagnostics.update(recorder.before_update(t.sampler, global_batch))
+    diagnostics.update(t.sampler.update(global_batch))
+    if recorder is not None:
+        recorder.after_update(t.sampler, global_batch)
+    if t.cfg.check_ranks:
+        distributed.check_same_on_every_rank(t.sampler, "sampler state (dictionaries)", global_batch.step, t.world)
+    return diagnostics
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+class RunRecords:
+    """What rank 0 keeps of the steps: ``metrics.csv``, the dictionary recorder and the progress bar."""
+
+    def __init__(self, cfg: PretrainConfig, start_step: int, total_steps: int):
+        run_dir = Path(cfg.run_dir)
+        self.metrics = MetricsLog(run_dir / "metrics.csv", start_step)
+        self.recorder = DictionaryRecorder(run_dir, cfg.snapshot_every, total_steps)
+        self.progress = _progress_bar(cfg, start_step, total_steps)
+
+    def write(self, row: dict) -> None:
+        self.metrics.write(row)
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(loss=f"{row['loss']:.3f}", top1=f"{row.get('top1', 0):.2f}")
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.progress is not None:
+            self.progress.close()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
+    """Train (or resume) ``cfg`` in this process (one rank of ``world``); returns the summary."""
+    run_started = time.perf_counter()
+    torch.set_num_threads(cfg.num_threads)
+    key_groups = check_world(cfg, world)
+    resuming = cfg.resume and checkpoint_path(cfg.run_dir).exists()
+    if world.is_main:  # rank 0 owns the run folder; the others wait for it (and for the dataset)
+        resuming = prepare_run_folder(cfg)
+    cache, train_indices = load_training_data(cfg, world)
+    t = build_training(cfg, world, device, cache, train_indices, key_groups)
+
+    # The baseline: the very same encoders before any training.
+    random_init_path = Path(cfg.run_dir) / "probe_random_init.json"
+    if cfg.probe and world.is_main and not random_init_path.exists():
+        write_json_atomic(run_probes(t.model, cache, cfg, device=device), random_init_path)
+    distributed.barrier(world)
+
+    start_step, previous_wall_s = restore(t) if resuming else (0, 0.0)
+    run_steps(t, cache, train_indices, start_step, lambda: previous_wall_s + time.perf_counter() - run_started)
     train_wall_s = previous_wall_s + time.perf_counter() - run_started
     if not world.is_main:
         distributed.barrier(world)  # rank 0 probes and writes the summary
-        return json.loads((run_dir / "summary.json").read_text())
+        return json.loads((Path(cfg.run_dir) / "summary.json").read_text())
+    summary = summarise(t, cache, train_indices, random_init_path)
+    summary["wall_s"] = previous_wall_s + time.perf_counter() - run_started
+    summary["train_wall_s"] = train_wall_s
+    write_json_atomic(summary, Path(cfg.run_dir) / "summary.json")
+    distributed.barrier(world)
+    return summary
 
-    rows = read_metrics(run_dir)
-    last_epoch = rows[-steps_per_epoch:] if rows else []
+
+def step_loader(t: Training, cache: DecodedCache, train_indices, start_step: int) -> DataLoader:
+    """This rank's share of every step's seeded global batch, from ``start_step`` on."""
+    cfg, world = t.cfg, t.world
+    batches = StepBatches(len(train_indices), cfg.batch_size, cfg.seed, t.total_steps, start_step,
+                          shard=(world.rank, world.size))
+    return DataLoader(AVWindows(cache, train_indices, cfg, train=True), batch_sampler=batches, collate_fn=collate,
+                      num_workers=cfg.num_workers, worker_init_fn=_single_threaded_worker)
+
+
+def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, wall_s) -> None:
+    """Steps ``start_step`` .. ``total_steps - 1``, with checkpoints every ``checkpoint_every`` steps, at the
+    end, and on SIGTERM/SIGINT (then :class:`Interrupted` is raised); ``wall_s()`` is the run's wall time."""
+    cfg, world = t.cfg, t.world
+    loader = step_loader(t, cache, train_indices, start_step)
+    # metrics, dictionary diversity and snapshots on rank 0 (the dictionaries are the same on every rank)
+    records = RunRecords(cfg, start_step, t.total_steps) if world.is_main else None
+    t.model.train()
+    t.momentum_model.train()
+    try:
+        with StopSignals() as stop_signals:
+            iteration_started = time.perf_counter()
+            for step, batch in zip(range(start_step, t.total_steps), loader):
+                data_s = time.perf_counter() - iteration_started
+                outcome = train_step(t, batch, step)
+                diagnostics = outcome.diagnostics
+                diagnostics.update(update_dictionaries(t, outcome.global_batch, records and records.recorder))
+                stopping = distributed.any_rank(stop_signals.signum is not None, world)
+                step_s = time.perf_counter() - iteration_started
+                mean_loss = diagnostics.pop("loss")  # over the global batch
+                if records is not None:
+                    records.write({"step": step, "epoch": step // t.steps_per_epoch, "loss": mean_loss,
+                                   "lr": outcome.lr, "step_s": step_s, "data_s": data_s, **diagnostics})
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == t.total_steps or stopping:
+                    save_checkpoint(t, step + 1, wall_s())
+                if stopping:
+                    raise Interrupted(step + 1, stop_signals.signum or signal.SIGTERM, Path(cfg.run_dir))
+                iteration_started = time.perf_counter()
+    finally:
+        if records is not None:
+            records.close()
+
+
+def summarise(t: Training, cache: DecodedCache, train_indices, random_init_path: Path) -> dict:
+    """The run's summary: what ran, how fast, the method's own results and the probes."""
+    cfg = t.cfg
+    rows = read_metrics(cfg.run_dir)
+    last_epoch = rows[-t.steps_per_epoch:] if rows else []
     summary = {
-        "sampler": cfg.sampler, "seed": cfg.seed, "steps": total_steps, "steps_per_epoch": steps_per_epoch,
+        "sampler": cfg.sampler, "seed": cfg.seed, "steps": t.total_steps, "steps_per_epoch": t.steps_per_epoch,
         "train_clips": len(train_indices), "num_clips": len(cache), "classes": list(cache.class_names),
         "final_loss": sum(r["loss"] for r in last_epoch) / max(1, len(last_epoch)),
         "mean_step_s": sum(r["step_s"] for r in rows) / max(1, len(rows)),
         # the dictionary update's own time (the active selection), and its share of the step
         "mean_select_s": sum(r.get("select_s", 0.0) for r in rows) / max(1, len(rows)),
-        "num_threads": cfg.num_threads, "num_workers": cfg.num_workers, "world_size": world.size,
-        "device": device, "torch": torch.__version__, "python": platform.python_version(),
+        "num_threads": cfg.num_threads, "num_workers": cfg.num_workers, "world_size": t.world.size,
+        "device": t.device, "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
-        **sampler.summary(),
+        **t.sampler.summary(),
     }
     if cfg.probe:
         probe_started = time.perf_counter()
-        summary["probe"] = run_probes(model, cache, cfg, device=device)
+        summary["probe"] = run_probes(t.model, cache, cfg, device=t.device)
         summary["probe_random_init"] = json.loads(random_init_path.read_text())
         summary["probe_s"] = time.perf_counter() - probe_started
-    summary["wall_s"] = previous_wall_s + time.perf_counter() - run_started
-    summary["train_wall_s"] = train_wall_s
-    write_json_atomic(summary, run_dir / "summary.json")
-    distributed.barrier(world)
     return summary
 
 
