@@ -6,7 +6,7 @@ SAMPLER ?= active
 RUN ?= runs/$(SAMPLER)
 PARAMS ?=
 
-.PHONY: uv pretrain test bench lab clean-runs study
+.PHONY: uv pretrain test bench lab clean-runs study machine
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -17,6 +17,11 @@ pretrain: uv
 
 test: uv
 	$(UV) run --frozen pytest
+
+# What a float result depends on: the CPU, torch's kernel path (ATEN_CPU_CAPABILITY) and thread counts.
+machine: uv
+	@echo "CPU: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($$(nproc) cores); OMP_NUM_THREADS=$${OMP_NUM_THREADS:-unset} ATEN_CPU_CAPABILITY=$${ATEN_CPU_CAPABILITY:-unset}"
+	@$(UV) run --frozen python -c "import torch; print(f'torch {torch.__version__}: CPU capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} intra-op / {torch.get_num_interop_threads()} inter-op threads')"
 
 bench: uv
 	$(UV) run --frozen python bench/bench_select.py

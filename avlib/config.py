@@ -8,7 +8,9 @@ keys (a misspelt papermill parameter should fail loudly, not silently fall back 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import json
 import numbers
 from dataclasses import dataclass
@@ -73,6 +75,32 @@ def _fits(value: Any, kind: str) -> bool | None:
     return None
 
 
+def _parameter_cell_names(cells) -> set[str]:
+    """Names assigned by the cells that hold only literal assignments (a notebook's ``parameters``
+    cell and the one papermill injects after it), among the cell sources ``cells``."""
+    names: set[str] = set()
+    for source in cells:
+        try:
+            tree = ast.parse(source) if isinstance(source, str) else None
+        except SyntaxError:
+            continue
+        if tree is None or not tree.body:
+            continue
+        statements = tree.body
+        if all(isinstance(s, ast.Assign) and all(isinstance(t, ast.Name) for t in s.targets)
+               and _is_literal(s.value) for s in statements):
+            names |= {t.id for s in statements for t in s.targets}
+    return names
+
+
+def _is_literal(node: ast.AST) -> bool:
+    try:
+        ast.literal_eval(node)
+        return True
+    except (ValueError, TypeError, SyntaxError, RecursionError):
+        return False
+
+
 class _Config:
     """Shared helpers for the frozen configs below."""
 
@@ -97,7 +125,7 @@ class _Config:
         """
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         if name not in fields:
-            raise ConfigError(f"unknown parameter {name!r} for {cls.__name__}; valid: {sorted(fields)}")
+            raise cls.unknown_parameter_error([name], f"for {cls.__name__}")
         annotation, kinds = fields[name].type, _kinds(fields[name])
         lowered = text.strip().lower()
         if "None" in kinds and lowered in ("none", "null"):
@@ -121,17 +149,39 @@ class _Config:
         return dataclasses.asdict(self)  # type: ignore[arg-type]
 
     @classmethod
+    def unknown_parameter_error(cls, unknown: list[str], where: str) -> ConfigError:
+        """The error for misspelt parameter names: each with its closest valid name, and where the
+        valid ones are listed."""
+        known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        described = []
+        for name in sorted(unknown):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            described.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return ConfigError(f"unknown parameter {', '.join(described)} {where}; the valid parameters are the fields "
+                           f"of {cls.__name__} in avlib/config.py (also listed with their defaults in the "
+                           f"notebook's parameters cell)")
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]):
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {sorted(known)}")
+            raise cls.unknown_parameter_error(unknown, f"for {cls.__name__}")
         return cls(**values)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]):
-        """Build from a notebook's globals: exactly the dataclass's fields, each of which must be present."""
+        """Build from a notebook's globals: exactly the dataclass's fields, each of which must be present.
+
+        A name that papermill injected (``-p sampler_typo x``) or that a cell of plain assignments set,
+        but that is no field, is refused before any work: papermill itself only warns and runs on,
+        and a misspelt parameter would silently run another experiment than the one asked for.  The
+        kernel's input history (IPython's ``In``) tells which cells were such parameter cells.
+        """
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(_parameter_cell_names(namespace.get("In", ())) - set(names))
+        if unknown:
+            raise cls.unknown_parameter_error(unknown, "given to this notebook")
         missing = [name for name in names if name not in namespace]
         if missing:
             raise ConfigError(f"the parameters cell lacks {missing} (fields of {cls.__name__})")

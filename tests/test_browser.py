@@ -2,8 +2,9 @@
 
 Runs every cell of ``03_negative_diversity.ipynb`` (on two tiny runs), changes the query in the
 inspector, checks that the negatives listed in the page become those the data side ranks for the new
-query, and saves a screenshot of the inspector to ``reports/inspector.png``.  Skipped where
-``/usr/bin/chromium`` is missing (``.ci/run`` installs Debian's ``chromium`` so that CI runs it);
+query, and saves a screenshot of the inspector to ``reports/inspector.png``.  Skipped, with a banner
+at the end of the run, where ``/usr/bin/chromium`` is missing; ``.ci/run`` installs Debian's
+``chromium`` and sets ``AVLIB_REQUIRE_SYSTEM=1``, so in CI it runs or fails (``tests/system.py``).
 Playwright never downloads a browser here.
 """
 
@@ -21,13 +22,15 @@ from pathlib import Path
 import papermill
 import pytest
 
+from system import needs_system
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "reports" / "inspector.png"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
+pytestmark = needs_system(CHROMIUM, "apt-get install chromium fonts-dejavu-core")
 
 
 def _free_port() -> int:

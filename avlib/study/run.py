@@ -80,9 +80,10 @@ def parse_overrides(items: list[str]) -> dict:
     overrides = {}
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or name not in known:
-            raise ConfigError(f"--set {item!r}: expected NAME=VALUE with NAME a PretrainConfig parameter; "
-                              f"valid: {sorted(known)}")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE with NAME a PretrainConfig parameter")
+        if name not in known:
+            raise PretrainConfig.unknown_parameter_error([name], f"in --set {item!r}")
         overrides[name] = PretrainConfig.parse_value(name, text)
     return overrides
 
