@@ -221,6 +221,7 @@ class PretrainConfig(_Config):
     crop_size: int = 48
     n_mels: int = 64
     on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
+    min_clips_per_class: int = 2  # a class with fewer training clips is warned about (a misspelt label?)
     # model
     video_encoder: str = "light3d"
     audio_encoder: str = "light2d"
@@ -302,6 +303,7 @@ class PretrainConfig(_Config):
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         _check_positive("num_workers", self.num_workers, allow_zero=True)
+        _check_positive("min_clips_per_class", self.min_clips_per_class, allow_zero=True)
         _check_positive("weight_sharpness", self.weight_sharpness)
         for name in ("robust_warmup_epochs", "label_warmup_epochs", "pseudo_label_clusters", "snapshot_every",
                      "key_bn_groups"):
@@ -356,6 +358,7 @@ class DataConfig(_Config):
     frame_size: int = 64
     sample_rate: int = 16000
     on_bad_clip: str = "skip"
+    min_clips_per_class: int = 2
     show_clips: int = 4
 
     def __post_init__(self) -> None:
@@ -364,6 +367,7 @@ class DataConfig(_Config):
         for name in ("num_classes", "clips_per_class", "clip_seconds", "fps", "frame_size", "sample_rate"):
             _check_positive(name, getattr(self, name))
         _check_positive("show_clips", self.show_clips, allow_zero=True)
+        _check_positive("min_clips_per_class", self.min_clips_per_class, allow_zero=True)
         _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
 
 

@@ -136,7 +136,8 @@ class DecodedCache:
         self.clip_ids: list[str] = [r["clip_id"] for r in rows]
         self.splits = np.array([r["split"] for r in rows], dtype=object)  # (N,)
         self.row_numbers = np.array([r["row"] for r in rows], dtype=np.int64)  # (N,)
-        self.skipped: list[tuple[int, str, str]] = [tuple(s) for s in self.index["skipped"]]
+        self.skipped: list[tuple[int, str, str]] = [tuple(s) for s in self.index["skipped"]]  # at decoding
+        self.skipped_rows = list(self.skipped)  # open_dataset adds the rows validation left out
         if len(self.video) != len(rows) or len(self.audio) != len(rows):
             raise ValueError(f"{self.path}: arrays hold {len(self.video)}/{len(self.audio)} clips "
                              f"but index.json lists {len(rows)}")

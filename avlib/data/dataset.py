@@ -9,6 +9,8 @@ out of a cached clip, the two covering exactly the same time span, and augments 
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from torch.utils.data import Dataset
 from avlib.config import EMBEDDED_DATASET
 from avlib.data.augment import AudioTransform, VideoTransform, seeded
 from avlib.data.cache import DecodedCache
-from avlib.data.manifest import load_manifest, validate_manifest
+from avlib.data.manifest import load_manifest, skip_reasons, validate_manifest
 from avlib.data.synthetic import SyntheticSpec, data_home, default_root, generate
 
 
@@ -46,14 +48,45 @@ def resolve_manifest(cfg, *, progress: bool = True) -> Path:
 
 
 def open_dataset(cfg, *, progress: bool = True) -> DecodedCache:
-    """Manifest -> validated rows -> decoded cache (built once, memory-mapped afterwards)."""
+    """Manifest -> validated rows -> decoded cache (built once, memory-mapped afterwards).
+
+    Every row left out, by validation or by decoding (recorded in the cache, so also on later runs
+    over it), is in ``cache.skipped_rows`` as (row, path, reason), and one line with the totals is
+    printed whatever ``progress`` is: the clips a run says it uses are the clips it trains on.
+    """
     manifest = load_manifest(resolve_manifest(cfg, progress=progress), root=cfg.dataset_root)
-    manifest, _report = validate_manifest(manifest, min_duration_s=cfg.clip_seconds, on_error=cfg.on_bad_clip,
-                                          verbose=True)
-    return DecodedCache.build(
+    rows = len(manifest)
+    manifest, report = validate_manifest(manifest, min_duration_s=cfg.clip_seconds, on_error=cfg.on_bad_clip,
+                                         verbose=False)
+    cache = DecodedCache.build(
         manifest, data_home() / "cache", fps=cfg.fps, frame_size=cfg.frame_size, sample_rate=cfg.sample_rate,
         clip_seconds=cfg.clip_seconds, on_error=cfg.on_bad_clip, workers=2, progress=progress,
     )
+    cache.skipped_rows = sorted([*report.problems, *cache.skipped])
+    print(f"dataset: {rows} manifest rows, {len(cache)} clips used, {len(cache.skipped_rows)} skipped"
+          f"{skip_reasons(cache.skipped_rows)}")
+    warn_small_classes(cache, getattr(cfg, "min_clips_per_class", 0))
+    return cache
+
+
+def warn_small_classes(cache: DecodedCache, min_clips: int) -> list[str]:
+    """Warn about each class with fewer than ``min_clips`` training clips, naming its nearest other
+    label: a misspelt label (``dgo`` beside ``dog``) silently makes a one-clip class otherwise."""
+    train = cache.select("train")
+    counts = np.bincount(cache.labels[train], minlength=len(cache.class_names))
+    messages = []
+    for index, name in enumerate(cache.class_names):
+        if counts[index] >= min_clips:
+            continue
+        others = [other for other in cache.class_names if other != name]
+        nearest = difflib.get_close_matches(name, others, n=1, cutoff=0.0)
+        hint = f"; the nearest other label is {nearest[0]!r} ({int(counts[cache.class_names.index(nearest[0])])} " \
+               f"clips): a misspelling?" if nearest else ""
+        messages.append(f"class {name!r} has {int(counts[index])} training clip(s), fewer than "
+                        f"min_clips_per_class={min_clips}{hint}")
+    for message in messages:
+        warnings.warn(message, stacklevel=2)
+    return messages
 
 
 # Stream tags for derive_seed: each kind of randomness draws from its own independent stream.

@@ -68,6 +68,7 @@ class MediaInfo:
     """Container metadata (no decoding)."""
 
     duration: float  # seconds, of the video stream (or the container when the stream lacks it)
+    audio_duration: float | None  # seconds, of the audio stream (None: no audio, or not in the metadata)
     has_video: bool
     has_audio: bool
     width: int
@@ -100,11 +101,13 @@ def probe_media(path: str | os.PathLike) -> MediaInfo:
     container = _open(path)
     with container:
         v = container.streams.video[0] if container.streams.video else None
+        a = container.streams.audio[0] if container.streams.audio else None
         duration = _stream_duration(container, v) if v is not None else None
         if duration is None and container.duration is not None:
             duration = container.duration / av.time_base
+        audio_duration = float(a.duration * a.time_base) if a is not None and a.duration and a.time_base else None
         return MediaInfo(
-            duration=float(duration or 0.0), has_video=v is not None,
+            duration=float(duration or 0.0), audio_duration=audio_duration, has_video=v is not None,
             has_audio=bool(container.streams.audio),
             width=v.codec_context.width if v is not None else 0,
             height=v.codec_context.height if v is not None else 0,

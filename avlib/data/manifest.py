@@ -20,6 +20,7 @@ pandas is deliberately not used (not a dependency): the csv module is plenty for
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,15 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     if not source.is_file():
         raise ManifestError(f"manifest not found: {source}")
     base = Path(root).expanduser().resolve() if root is not None else source.parent
-    with open(source, newline="", encoding="utf-8-sig") as fh:
+    try:
+        text = source.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        looks = " (it looks like UTF-16: it starts with a UTF-16 byte-order mark)" if source.read_bytes()[:2] in (
+            b"\xff\xfe", b"\xfe\xff") else ""
+        raise ManifestError(f"{source}: not UTF-8 text{looks}: byte {exc.start} cannot be decoded; save the "
+                            "manifest as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8 old.csv > new.csv`, or 'CSV UTF-8' "
+                            "in a spreadsheet)") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -183,17 +192,30 @@ class ValidationReport:
 
     @property
     def summary(self) -> str:
-        line = f"validated {self.checked} rows: {self.kept} ok, {len(self.problems)} skipped"
-        if self.problems:
-            reasons: dict[str, int] = {}
-            for _, _, why in self.problems:
-                key = why.split(":")[0].split("(")[0].strip()
-                reasons[key] = reasons.get(key, 0) + 1
-            line += " (" + ", ".join(f"{v}x {k}" for k, v in sorted(reasons.items())) + ")"
-        return line
+        return f"validated {self.checked} rows: {self.kept} ok, {len(self.problems)} skipped" + skip_reasons(self.problems)
 
     def __str__(self) -> str:
         return self.summary
+
+
+def skip_reasons(problems: list[tuple[int, str, str]]) -> str:
+    """`` (2x too short, 1x file not found)`` for a list of (row, path, reason); empty for none."""
+    if not problems:
+        return ""
+    reasons: dict[str, int] = {}
+    for _, _, why in problems:
+        key = why.split(":")[0].split("(")[0].strip()
+        reasons[key] = reasons.get(key, 0) + 1
+    return " (" + ", ".join(f"{v}x {k}" for k, v in sorted(reasons.items())) + ")"
+
+
+def write_skipped_rows(problems: list[tuple[int, str, str]], path: Path) -> None:
+    """The rows left out, one per line (manifest row number, media path, reason), as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "path", "reason"])
+        writer.writerows(sorted(problems))
 
 
 def _check_media(path: Path, start: float | None, end: float | None,
@@ -215,6 +237,12 @@ def _check_media(path: Path, start: float | None, end: float | None,
     if available < min_duration_s - 1e-6:
         return (f"too short: {available:.3f}s available (start={s:g}, end={end}, "
                 f"file {info.duration:.3f}s) < min_duration_s={min_duration_s:g}")
+    # the audio track can end before the video (decoding would then drop the clip, unseen here)
+    audio_available = None if info.audio_duration is None else (
+        (min(end, info.audio_duration) if end is not None else info.audio_duration) - s)
+    if audio_available is not None and audio_available < min_duration_s - 1e-6:
+        return (f"too short: the audio track lasts {info.audio_duration:.3f}s (the video {info.duration:.3f}s), "
+                f"{audio_available:.3f}s available < min_duration_s={min_duration_s:g}")
     reached = _demux_tail(path, info.duration)
     if isinstance(reached, str):
         return reached

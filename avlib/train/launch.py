@@ -26,6 +26,7 @@ from typing import Any
 from avlib.config import ConfigError, PretrainConfig
 from avlib.train import distributed
 from avlib.train.loop import Interrupted, check_names, train
+from avlib.train.run_folder import RunFolderLock
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -40,7 +41,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         return launch(cfg)
     world, device = distributed.start(cfg.device)
     try:
-        return train(cfg, world, device)
+        with RunFolderLock(cfg.run_dir, held=world.is_main):  # one run at a time in a run folder
+            return train(cfg, world, device)
     finally:
         distributed.stop(world)
 

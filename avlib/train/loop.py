@@ -40,12 +40,14 @@ from avlib.config import ConfigError, PretrainConfig, choose
 from avlib.data.cache import DecodedCache
 from avlib.data.dataset import (SAMPLER_STREAM, SHUFFLE_STREAM, AVWindows, StepBatches, collate, derive_seed,
                                 open_dataset, stratified_subset)
+from avlib.data.manifest import write_skipped_rows
 from avlib.eval.probe import run_probes
 from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
 from avlib.samplers import SAMPLERS, Sampler, StepBatch, build_sampler, clip_facts
 from avlib.train import distributed
-from avlib.train.run_folder import (MetricsLog, checkpoint_path, prepare_run_folder, read_metrics, save_atomic,
-                                    write_json_atomic)
+from avlib.train.run_folder import (MetricsLog, has_checkpoint, load_checkpoint, prepare_run_folder,
+                                    read_metrics, read_random_init_probes, save_checkpoint_file,
+                                    write_json_atomic, write_random_init_probes)
 from avlib.train.snapshots import DictionaryRecorder
 
 # ----------------------------------------------------------------------------- small pieces
@@ -152,6 +154,7 @@ def load_training_data(cfg: PretrainConfig, world: distributed.World):
     """The decoded dataset (rank 0 builds the cache, the others wait and open it) and the training clips."""
     if world.is_main:
         cache = open_dataset(cfg, progress=cfg.progress)
+        write_skipped_rows(cache.skipped_rows, Path(cfg.run_dir) / "skipped_clips.csv")
     distributed.barrier(world)
     if not world.is_main:
         cache = open_dataset(cfg, progress=False)
@@ -196,17 +199,17 @@ def build_training(cfg: PretrainConfig, world: distributed.World, device: str, c
 def save_checkpoint(t: Training, step: int, wall_s: float) -> None:
     """Rank 0 writes ``checkpoints/last.pt`` atomically; every rank waits for it."""
     if t.world.is_main:
-        save_atomic({
+        save_checkpoint_file({
             "step": step, "wall_s": wall_s, "config": t.cfg.to_dict(), "world_size": t.world.size,
             "model": t.model.state_dict(), "momentum_model": t.momentum_model.state_dict(),
             "sampler": t.sampler.state_dict(), "optimizer": t.optimizer.state_dict(),
-        }, checkpoint_path(t.cfg.run_dir))
+        }, t.cfg.run_dir)
     distributed.barrier(t.world)
 
 
 def restore(t: Training) -> tuple[int, float]:
-    """Load ``checkpoints/last.pt`` into the run; returns (the step to continue from, wall time so far)."""
-    state = torch.load(checkpoint_path(t.cfg.run_dir), map_location=t.device, weights_only=False)
+    """Load the newest readable checkpoint into the run; returns (the step to continue from, wall time so far)."""
+    state = load_checkpoint(t.cfg.run_dir, t.device)
     t.model.load_state_dict(state["model"])
     t.momentum_model.load_state_dict(state["momentum_model"])
     t.sampler.load_state_dict(state["sampler"])
@@ -319,16 +322,16 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
     run_started = time.perf_counter()
     torch.set_num_threads(cfg.num_threads)
     key_groups = check_world(cfg, world)
-    resuming = cfg.resume and checkpoint_path(cfg.run_dir).exists()
+    resuming = cfg.resume and has_checkpoint(cfg.run_dir)
     if world.is_main:  # rank 0 owns the run folder; the others wait for it (and for the dataset)
         resuming = prepare_run_folder(cfg)
     cache, train_indices = load_training_data(cfg, world)
     t = build_training(cfg, world, device, cache, train_indices, key_groups)
 
-    # The baseline: the very same encoders before any training.
-    random_init_path = Path(cfg.run_dir) / "probe_random_init.json"
-    if cfg.probe and world.is_main and not random_init_path.exists():
-        write_json_atomic(run_probes(t.model, cache, cfg, device=device), random_init_path)
+    # The baseline: the very same encoders before any training (computed again if the folder's was
+    # computed with other parameters).
+    if cfg.probe and world.is_main and read_random_init_probes(cfg.run_dir, cfg) is None:
+        write_random_init_probes(cfg.run_dir, cfg, run_probes(t.model, cache, cfg, device=device))
     distributed.barrier(world)
 
     start_step, previous_wall_s = restore(t) if resuming else (0, 0.0)
@@ -337,7 +340,7 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
     if not world.is_main:
         distributed.barrier(world)  # rank 0 probes and writes the summary
         return json.loads((Path(cfg.run_dir) / "summary.json").read_text())
-    summary = summarise(t, cache, train_indices, random_init_path)
+    summary = summarise(t, cache, train_indices)
     summary["wall_s"] = previous_wall_s + time.perf_counter() - run_started
     summary["train_wall_s"] = train_wall_s
     write_json_atomic(summary, Path(cfg.run_dir) / "summary.json")
@@ -387,7 +390,7 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
             records.close()
 
 
-def summarise(t: Training, cache: DecodedCache, train_indices, random_init_path: Path) -> dict:
+def summarise(t: Training, cache: DecodedCache, train_indices) -> dict:
     """The run's summary: what ran, how fast, the method's own results and the probes."""
     cfg = t.cfg
     rows = read_metrics(cfg.run_dir)
@@ -407,7 +410,7 @@ def summarise(t: Training, cache: DecodedCache, train_indices, random_init_path:
     if cfg.probe:
         probe_started = time.perf_counter()
         summary["probe"] = run_probes(t.model, cache, cfg, device=t.device)
-        summary["probe_random_init"] = json.loads(random_init_path.read_text())
+        summary["probe_random_init"] = read_random_init_probes(cfg.run_dir, cfg)
         summary["probe_s"] = time.perf_counter() - probe_started
     return summary
 
