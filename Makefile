@@ -6,7 +6,7 @@ SAMPLER ?= active
 RUN ?= runs/$(SAMPLER)
 PARAMS ?=
 
-.PHONY: uv pretrain test bench lab clean-runs study machine
+.PHONY: uv pretrain test bench lab clean-runs study machine tensorboard
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -27,6 +27,10 @@ bench: uv
 	$(UV) run --frozen python bench/bench_select.py
 	$(UV) run --frozen python bench/bench_train_step.py
 	$(UV) run --frozen python bench/bench_ddp.py
+
+# TensorBoard on every run folder under runs/ (scalars, HParams, the dictionaries in the projector)
+tensorboard: uv
+	$(UV) run --frozen tensorboard --logdir runs/ --bind_all
 
 lab: uv
 	$(UV) run --frozen jupyter lab notebooks/

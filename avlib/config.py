@@ -271,6 +271,9 @@ class PretrainConfig(_Config):
     probe: bool = True
     progress: bool = True
     snapshot_every: int = 50  # steps between dictionary snapshots in run_dir/snapshots/ (0 = none)
+    monitor_every: int = -1  # steps between online kNN monitors on val clips (-1 = once an epoch, 0 = off)
+    monitor_clips: int = 100  # the monitor's fixed stratified subset of the val split (clips)
+    tensorboard: bool = True  # TensorBoard event files in run_dir/tensorboard (scalars, projector, hparams)
     # scale-out (avlib.train.distributed): torchrun processes, batch norm across ranks, speed options
     nproc_per_node: int = 1  # >1: the notebook launches torchrun with this many processes (batch_size is global)
     sync_batchnorm: bool = True  # with >1 process, batch-norm statistics span the global batch
@@ -304,6 +307,10 @@ class PretrainConfig(_Config):
         _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         _check_positive("num_workers", self.num_workers, allow_zero=True)
         _check_positive("min_clips_per_class", self.min_clips_per_class, allow_zero=True)
+        _check_positive("monitor_clips", self.monitor_clips)
+        if self.monitor_every < -1:
+            raise ConfigError(f"parameter monitor_every={self.monitor_every!r} must be a number of steps, "
+                              "-1 (once an epoch) or 0 (off)")
         _check_positive("weight_sharpness", self.weight_sharpness)
         for name in ("robust_warmup_epochs", "label_warmup_epochs", "pseudo_label_clusters", "snapshot_every",
                      "key_bn_groups"):

@@ -89,8 +89,10 @@ def test_study_overrides_are_typed_like_the_training_command_line():
                          "dataset_root": None}
     with pytest.raises(ConfigError, match="parameter epochs='three': expected int"):
         parse_overrides(["epochs=three"])
-    with pytest.raises(ConfigError, match="expected NAME=VALUE"):
+    with pytest.raises(ConfigError, match=r"unknown parameter 'epoch' \(did you mean 'epochs'\?\) in --set 'epoch=3'"):
         parse_overrides(["epoch=3"])
+    with pytest.raises(ConfigError, match="expected NAME=VALUE"):
+        parse_overrides(["epochs"])
 
 
 def test_a_bad_condition_names_the_valid_ones(tmp_path, capsys):

@@ -105,3 +105,53 @@ def run_probes(model: AVModel, cache, cfg, *, eval_windows: int = 3, knn_k: int 
         results[modality] = {"linear": linear.accuracy, "knn": knn.accuracy}
         details[modality] = {"linear": linear, "knn": knn, "test_labels": test["labels"]}
     return (results, details) if return_details else results
+
+
+def monitor_indices(cache, clips: int, seed: int = 0) -> np.ndarray:
+    """A fixed, seeded, stratified subset of the val split (about ``clips`` clips, every class kept)
+    for the online kNN monitor; empty when the dataset has no val clips."""
+    val = np.asarray(cache.select("val"))
+    if len(val) == 0:
+        return val
+    labels = np.asarray(cache.labels)[val]
+    classes = np.unique(labels)
+    per_class = max(2, -(-clips // len(classes)))  # at least 2: leave-one-out needs a neighbour of the class
+    rng = np.random.default_rng(seed)
+    kept = [rng.permutation(val[labels == label])[:per_class] for label in classes]
+    return np.sort(np.concatenate(kept))
+
+
+def knn_leave_one_out(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Accuracy of a cosine kNN vote (similarity-weighted) where each clip is classified by its k
+    nearest *other* clips of the set: a label-light measure of how class-structured features are."""
+    x = torch.nn.functional.normalize(torch.as_tensor(features, dtype=torch.float64), dim=1)
+    similarity = x @ x.T  # (N, D) @ (D, N) -> (N, N)
+    similarity.fill_diagonal_(-float("inf"))  # never one's own neighbour
+    k = min(k, len(labels) - 1)
+    top = similarity.topk(k, dim=1)
+    y = torch.as_tensor(labels)
+    votes = torch.zeros(len(labels), int(y.max()) + 1, dtype=torch.float64)
+    votes.scatter_add_(1, y[top.indices], top.values.clamp_min(0) + 1e-12)  # (N, C)
+    return float((votes.argmax(dim=1) == y).double().mean())
+
+
+class KnnMonitor:
+    """The online kNN monitor (as solo-learn prints each epoch): leave-one-out kNN accuracy of the
+    current backbone features on a fixed stratified subset of the val split, per modality.
+
+    Features come from the encoders in eval mode over one centred window per clip: no random draw,
+    no batch-norm statistic changes, so monitoring never changes what training does.
+    """
+
+    def __init__(self, cache, cfg, *, clips: int = 100, device: str = "cpu"):
+        self.cache, self.cfg, self.device = cache, cfg, device
+        self.indices = monitor_indices(cache, clips, seed=cfg.seed)
+
+    @property
+    def enabled(self) -> bool:
+        return len(self.indices) > 2
+
+    def __call__(self, model: AVModel) -> dict[str, float]:
+        features = extract_features(model, self.cache, self.indices, self.cfg, eval_windows=1, device=self.device)
+        return {f"knn_{modality}": knn_leave_one_out(features[modality], features["labels"])
+                for modality in ("video", "audio")}

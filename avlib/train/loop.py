@@ -41,14 +41,16 @@ from avlib.data.cache import DecodedCache
 from avlib.data.dataset import (SAMPLER_STREAM, SHUFFLE_STREAM, AVWindows, StepBatches, collate, derive_seed,
                                 open_dataset, stratified_subset)
 from avlib.data.manifest import write_skipped_rows
-from avlib.eval.probe import run_probes
+from avlib.eval.probe import KnnMonitor, run_probes
 from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
+from avlib.models.export import ENCODERS_FILE, export_encoders
 from avlib.samplers import SAMPLERS, Sampler, StepBatch, build_sampler, clip_facts
 from avlib.train import distributed
 from avlib.train.run_folder import (MetricsLog, has_checkpoint, load_checkpoint, prepare_run_folder,
                                     read_metrics, read_random_init_probes, save_checkpoint_file,
                                     write_json_atomic, write_random_init_probes)
 from avlib.train.snapshots import DictionaryRecorder
+from avlib.train.tensorboard import TensorBoardLog
 
 # ----------------------------------------------------------------------------- small pieces
 
@@ -294,22 +296,45 @@ def update_dictionaries(t: Training, global_batch: StepBatch, recorder: Dictiona
 
 
 class RunRecords:
-    """What rank 0 keeps of the steps: ``metrics.csv``, the dictionary recorder and the progress bar."""
+    """What rank 0 keeps of the steps: ``metrics.csv``, the dictionary recorder, the online kNN
+    monitor, TensorBoard and the progress bar."""
 
-    def __init__(self, cfg: PretrainConfig, start_step: int, total_steps: int):
-        run_dir = Path(cfg.run_dir)
+    def __init__(self, t: Training, cache: DecodedCache, start_step: int):
+        cfg, run_dir = t.cfg, Path(t.cfg.run_dir)
         self.metrics = MetricsLog(run_dir / "metrics.csv", start_step)
-        self.recorder = DictionaryRecorder(run_dir, cfg.snapshot_every, total_steps)
-        self.progress = _progress_bar(cfg, start_step, total_steps)
+        self.recorder = DictionaryRecorder(run_dir, cfg.snapshot_every, t.total_steps)
+        self.monitor = KnnMonitor(cache, cfg, clips=cfg.monitor_clips, device=t.device) if cfg.monitor_every else None
+        self.monitor_every = t.steps_per_epoch if cfg.monitor_every == -1 else cfg.monitor_every
+        self.tensorboard = TensorBoardLog(run_dir, start_step, list(cache.class_names), cache.labels,
+                                          cache.clip_ids) if cfg.tensorboard else None
+        self.progress = _progress_bar(cfg, start_step, t.total_steps)
+        self.postfix: dict[str, str] = {}
+
+    def monitored(self, t: Training, step: int) -> dict[str, float]:
+        """The kNN monitor's columns (NaN on the steps between monitors, so every row has them)."""
+        if self.monitor is None or not self.monitor.enabled:
+            return {}
+        if (step + 1) % self.monitor_every and step + 1 != t.total_steps:
+            return {"knn_video": math.nan, "knn_audio": math.nan, "monitor_s": math.nan}
+        started = time.perf_counter()
+        accuracies = self.monitor(t.model)
+        self.postfix.update({name: f"{value:.2f}" for name, value in accuracies.items()})
+        return {**accuracies, "monitor_s": time.perf_counter() - started}
 
     def write(self, row: dict) -> None:
         self.metrics.write(row)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(row)
+            if self.recorder.snapshot_due(row["step"]):
+                self.tensorboard.dictionaries(row["step"])
         if self.progress is not None:
             self.progress.update(1)
-            self.progress.set_postfix(loss=f"{row['loss']:.3f}", top1=f"{row.get('top1', 0):.2f}")
+            self.progress.set_postfix(loss=f"{row['loss']:.3f}", top1=f"{row.get('top1', 0):.2f}", **self.postfix)
 
     def close(self) -> None:
         self.metrics.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.progress is not None:
             self.progress.close()
 
@@ -341,6 +366,11 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
         distributed.barrier(world)  # rank 0 probes and writes the summary
         return json.loads((Path(cfg.run_dir) / "summary.json").read_text())
     summary = summarise(t, cache, train_indices)
+    export_encoders(t.model, cfg, Path(cfg.run_dir) / ENCODERS_FILE)  # plain state dicts to take away
+    if cfg.tensorboard:
+        log = TensorBoardLog(cfg.run_dir)
+        log.finish(t.total_steps, cfg.to_dict(), summary.get("probe"), summary.get("probe_random_init"))
+        log.close()
     summary["wall_s"] = previous_wall_s + time.perf_counter() - run_started
     summary["train_wall_s"] = train_wall_s
     write_json_atomic(summary, Path(cfg.run_dir) / "summary.json")
@@ -363,7 +393,7 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
     cfg, world = t.cfg, t.world
     loader = step_loader(t, cache, train_indices, start_step)
     # metrics, dictionary diversity and snapshots on rank 0 (the dictionaries are the same on every rank)
-    records = RunRecords(cfg, start_step, t.total_steps) if world.is_main else None
+    records = RunRecords(t, cache, start_step) if world.is_main else None
     t.model.train()
     t.momentum_model.train()
     try:
@@ -377,9 +407,10 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
                 stopping = distributed.any_rank(stop_signals.signum is not None, world)
                 step_s = time.perf_counter() - iteration_started
                 mean_loss = diagnostics.pop("loss")  # over the global batch
-                if records is not None:
+                if records is not None:  # (the monitor's time is its own column, not part of step_s)
                     records.write({"step": step, "epoch": step // t.steps_per_epoch, "loss": mean_loss,
-                                   "lr": outcome.lr, "step_s": step_s, "data_s": data_s, **diagnostics})
+                                   "lr": outcome.lr, "step_s": step_s, "data_s": data_s, **diagnostics,
+                                   **records.monitored(t, step)})
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == t.total_steps or stopping:
                     save_checkpoint(t, step + 1, wall_s())
                 if stopping:
@@ -407,6 +438,12 @@ def summarise(t: Training, cache: DecodedCache, train_indices) -> dict:
         "machine": platform.processor() or platform.machine(),
         **t.sampler.summary(),
     }
+    monitored = [r for r in rows if not math.isnan(r.get("monitor_s", math.nan))]
+    if monitored:  # the online kNN monitor: its last values and its cost beside training's
+        summary["monitor"] = {"knn_video": monitored[-1]["knn_video"], "knn_audio": monitored[-1]["knn_audio"],
+                              "calls": len(monitored), "mean_s": sum(r["monitor_s"] for r in monitored) / len(monitored),
+                              "share_of_training": sum(r["monitor_s"] for r in monitored) /
+                              max(1e-9, sum(r["step_s"] for r in rows))}
     if cfg.probe:
         probe_started = time.perf_counter()
         summary["probe"] = run_probes(t.model, cache, cfg, device=t.device)

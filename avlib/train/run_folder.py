@@ -39,7 +39,7 @@ CHECKPOINT, PREVIOUS_CHECKPOINT = "last.pt", "previous.pt"
 # (nproc_per_node: a preempted job may come back on fewer or more GPUs; data order and the dictionary
 # do not depend on it, only which clips share batch-norm statistics without sync_batchnorm.)
 RESUMABLE_CHANGES = {"resume", "progress", "num_workers", "probe", "device", "nproc_per_node", "check_ranks",
-                     "compile"}
+                     "compile", "tensorboard"}
 
 
 def checkpoint_path(run_dir: str | Path, name: str = CHECKPOINT) -> Path:
