@@ -236,7 +236,10 @@ class PretrainConfig(_Config):
     # active sampler (sampler="active"; CM-ACC)
     active_embedding: str = "key_grad"  # "key_grad" (official code), "badge" (paper/BADGE) or "feature"
     active_selector: str = "kmeanspp"  # "kmeanspp", "kcenter", "lloyd_nearest" (official code) or "random"
-    active_pool_factor: int = 4  # candidate pool = this x batch_size recent keys per modality
+    active_candidates: str = "fresh"  # "fresh": batch + extra clips encoded each step, the rest rejected; "backlog": a delayed pool
+    active_candidate_factor: int = 3  # fresh: candidates per step = this x batch_size (at most 1/this of them enter)
+    active_dictionary_aware: bool = False  # kmeanspp/kcenter: the dictionary's keys count as chosen centres
+    active_pool_factor: int = 4  # backlog: candidate pool = this x batch_size recent keys per modality
     # memory-bank instance discrimination (sampler="xid" or "robust_xid"; Morgado et al. 2021)
     bank_negatives: int = 256  # negatives per query, drawn uniformly from the other modality's memory bank
     bank_momentum: float = 0.5  # a clip's bank slot <- normalise(m * slot + (1 - m) * its new embedding)
@@ -293,10 +296,11 @@ class PretrainConfig(_Config):
         _check_choice("soft_target_space", self.soft_target_space, {"within", "cross", "both"})
         _check_choice("label_source", self.label_source, {"ground_truth", "kmeans"})
         _check_choice("precision", self.precision, {"fp32", "bf16"})
+        _check_choice("active_candidates", self.active_candidates, {"fresh", "backlog"})
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         for name in ("num_classes", "clips_per_class", "fps", "frame_size", "sample_rate", "crop_size",
-                     "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size", "active_pool_factor",
+                     "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size", "active_pool_factor", "active_candidate_factor",
                      "num_threads", "checkpoint_every", "bank_negatives", "soft_target_neighbors",
                      "hard_negative_count", "pseudo_label_every", "nproc_per_node"):
             _check_positive(name, getattr(self, name))

@@ -1,13 +1,15 @@
-"""Training-step time with sampler=active against sampler=random, on the default configuration.
+"""Training-step time and dictionary diversity of the active sampler's variants against sampler=random.
 
-All runs use the same data, model, seed and thread settings, in one process, interleaved
-(random, active, active, random, ...); each trains ``--steps`` steps (no probes) in a fresh
-temporary run folder.  Reported: the median
-wall time of a step, the median time of the dictionary update (``select_s``: the active
-selection, or the random sampler's plain enqueue), and the ratio active / random.  The first
-``--skip`` steps (warm-up, empty dictionaries, the active sampler's backlog filling) are excluded.
+Every variant trains on the same data, model, seed and thread settings, in one process, interleaved
+(the order reversed on every repeat, so drift of the machine's speed does not land on one variant);
+each run trains ``--steps`` steps (no probes) in a fresh temporary run folder.  Reported per
+variant: the median wall time of a step and of the dictionary update (``select_s``), the ratio to
+``random`` measured in the same run, and what the update did to the dictionaries over the last
+``--tail`` steps (mean): the selection measures (``enter_share``, unique clips) and the diversity
+metrics of the video dictionary (class entropy, mean pairwise cosine, effective rank).  The first
+``--skip`` steps (warm-up, empty dictionaries) are excluded from the timings.
 
-    uv run python bench/bench_train_step.py [--steps 120] [--threads 1] [--workers 1]
+    uv run python bench/bench_train_step.py [--steps 120] [--repeats 2] [--threads 1] [--workers 1]
 
 Writes ``reports/bench_train_step.md`` (and prints it).
 """
@@ -15,6 +17,7 @@ Writes ``reports/bench_train_step.md`` (and prints it).
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import tempfile
@@ -26,54 +29,70 @@ from avlib.config import PretrainConfig
 from avlib.train import pretrain, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "random": dict(sampler="random"),
+    "active (fresh, kmeanspp)": dict(sampler="active"),
+    "active (fresh, kmeanspp, dictionary-aware)": dict(sampler="active", active_dictionary_aware=True),
+    "active (fresh, random selector)": dict(sampler="active", active_selector="random"),
+    "active (backlog, kmeanspp)": dict(sampler="active", active_candidates="backlog"),
+    "active (backlog, random selector)": dict(sampler="active", active_candidates="backlog", active_selector="random"),
+}
+DIVERSITY = {"enter share": "video_sel_enter_share", "unique clips": "video_sel_unique_clip_share",
+             "class entropy": "video_dict_entropy", "mean cosine": "video_dict_cosine",
+             "effective rank": "video_dict_erank"}
 
 
-def measure(sampler: str, steps: int, skip: int, threads: int, workers: int, folder: Path) -> list[dict]:
-    """Metrics rows (after the first ``skip`` steps) of a fresh ``steps``-step run of ``sampler``."""
-    cfg = PretrainConfig(sampler=sampler, run_dir=str(folder), max_steps=steps, probe=False,
-                         progress=False, num_threads=threads, num_workers=workers)
+def measure(params: dict, steps: int, threads: int, workers: int, folder: Path) -> list[dict]:
+    cfg = PretrainConfig(run_dir=str(folder), max_steps=steps, probe=False, progress=False, num_threads=threads,
+                         num_workers=workers, tensorboard=False, monitor_every=0, **params)
     pretrain(cfg)
-    return read_metrics(cfg.run_dir)[skip:]
+    return read_metrics(cfg.run_dir)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--skip", type=int, default=20)
+    parser.add_argument("--tail", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2, help="runs per sampler, interleaved ABBA...")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per variant, interleaved")
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench_train_step.md"))
     args = parser.parse_args()
-    # Interleave the runs (random, active, active, random, ...) so that drift of the machine's speed
-    # over time does not land on one sampler.
-    order = [("random", "active") if i % 2 == 0 else ("active", "random") for i in range(args.repeats)]
-    rows: dict[str, list[dict]] = {"random": [], "active": []}
+    names = list(VARIANTS)
+    runs: dict[str, list[list[dict]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as folder:
-        for i, pair in enumerate(order):
-            for name in pair:
-                rows[name] += measure(name, args.steps, args.skip, args.threads, args.workers,
-                                      Path(folder) / f"{name}{i}")
-    results = {name: {"step_s": statistics.median(r["step_s"] for r in runs),
-                      "select_s": statistics.median(r["select_s"] for r in runs), "steps": len(runs)}
-               for name, runs in rows.items()}
-    ratio = results["active"]["step_s"] / results["random"]["step_s"]
+        for repeat in range(args.repeats):
+            for name in (names if repeat % 2 == 0 else names[::-1]):
+                runs[name].append(measure(VARIANTS[name], args.steps, args.threads, args.workers,
+                                          Path(folder) / f"{len(runs[name])}_{names.index(name)}"))
+
+    def timing(name: str, column: str) -> float:
+        return statistics.median(row[column] for rows in runs[name] for row in rows[args.skip:])
+
+    def tail_mean(name: str, column: str) -> float:
+        values = [row.get(column, math.nan) for rows in runs[name] for row in rows[-args.tail:]]
+        values = [v for v in values if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+    base = timing("random", "step_s")
     lines = [
-        "# Training-step time: sampler=active vs sampler=random (default configuration)",
+        "# Training-step time and dictionary diversity: the active sampler's variants vs sampler=random",
         "",
-        f"Command: `uv run python bench/bench_train_step.py --steps {args.steps} --skip {args.skip} "
-        f"--threads {args.threads} --workers {args.workers} --repeats {args.repeats}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}; medians over steps {args.skip}..{args.steps - 1} of {args.repeats} "
-        "interleaved runs per sampler.",
+        f"Command: `uv run python bench/bench_train_step.py --steps {args.steps} --skip {args.skip} --tail "
+        f"{args.tail} --threads {args.threads} --workers {args.workers} --repeats {args.repeats}`  ",
+        f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch "
+        f"{torch.__version__}; default configuration (batch 32, dictionary 256, embedded dataset); timings are "
+        f"medians over steps {args.skip}..{args.steps - 1} of {args.repeats} interleaved runs per variant, the "
+        f"dictionary columns means over the last {args.tail} steps (the video dictionary).",
         "",
-        "| sampler | step (ms) | dictionary update (ms) | update share of step |",
-        "|---|---:|---:|---:|",
+        "| variant | step (ms) | x random | update (ms) | " + " | ".join(DIVERSITY) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(DIVERSITY),
     ]
-    for name, r in results.items():
-        lines.append(f"| {name} | {1000 * r['step_s']:.1f} | {1000 * r['select_s']:.2f} | "
-                     f"{100 * r['select_s'] / r['step_s']:.1f}% |")
-    lines += ["", f"Active / random step time: **{ratio:.3f}** ({100 * (ratio - 1):+.1f}%)."]
+    for name in names:
+        step = timing(name, "step_s")
+        lines.append(f"| {name} | {1000 * step:.1f} | {step / base:.3f} | {1000 * timing(name, 'select_s'):.2f} | "
+                     + " | ".join(f"{tail_mean(name, column):.3f}" for column in DIVERSITY.values()) + " |")
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)

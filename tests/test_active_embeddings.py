@@ -96,3 +96,22 @@ def test_embedding_errors():
         badge(keys, torch.ones(5, 2), keys, 0.1)
     with pytest.raises(ValueError, match="2-D"):
         feature(keys[0])
+
+
+def test_the_projection_heads_pre_norm_gives_badge_the_true_last_layer_gradient():
+    """End to end with the model's own head: its third output (|W h + b| before normalisation) makes
+    g (x) h equal autograd's gradient of the pseudo-labelled CE w.r.t. the last layer's weights; with
+    the norm taken as 1 (what the sampler did before) it does not."""
+    from avlib.models.encoders import ProjectionHead
+
+    torch.manual_seed(0)
+    head = ProjectionHead(6, 4).double().eval()
+    features, dictionary, tau = torch.randn(8, 6, dtype=torch.float64), _unit(5, 4, g=_gen(7)), 0.1
+    z, hidden, pre_norm = head(features)
+    logits = z @ dictionary.T / tau
+    (grad_w,) = torch.autograd.grad(F.cross_entropy(logits, logits.detach().argmax(dim=1), reduction="sum"),
+                                    head.last.weight)
+    gg, hh = badge(z.detach(), hidden.detach(), dictionary, tau, pre_norm=pre_norm.detach())
+    torch.testing.assert_close(torch.einsum("nd,nh->dh", gg, hh), grad_w, rtol=1e-9, atol=1e-12)
+    unit_g, _ = badge(z.detach(), hidden.detach(), dictionary, tau)
+    assert not torch.allclose(torch.einsum("nd,nh->dh", unit_g, hh), grad_w, rtol=1e-3)

@@ -325,3 +325,59 @@ def test_bf16_approx_error_bound_is_rigorous():
         exact = points.sqdist(points.take([c]))[:, 0]
         col = bounds.approx(torch.tensor([c]))[:, 0]
         assert torch.all((col - exact).abs() <= bounds.error(c, col))
+
+
+# ----------------------------------------------------------------------------- dictionary-aware selection
+
+
+def _exact_pair_probabilities(x: torch.Tensor, centres: torch.Tensor) -> dict[tuple[int, int], float]:
+    """P(first pick i, second pick j) of D^2 sampling conditional on ``centres``, by enumeration (float64)."""
+    x, centres = x.double(), centres.double()
+    d = torch.cdist(x, centres).pow(2).amin(1)
+    probabilities = {}
+    for i in range(len(x)):
+        if d[i] == 0:
+            continue
+        after = torch.minimum(d, (x - x[i]).pow(2).sum(1))
+        for j in range(len(x)):
+            if j != i and after[j] > 0:
+                probabilities[(i, j)] = float(d[i] / d.sum() * after[j] / after.sum())
+    return probabilities
+
+
+def test_dictionary_aware_kmeanspp_draws_exact_conditional_d2_pairs():
+    """Every ordered pair of picks out of 6 candidates beside 2 centres: 20000 seeded draws against
+    the enumerated probabilities (chi-square, p > 1e-3; fixed seeds, so it cannot flake).  Candidate
+    0 duplicates a centre and is never picked."""
+    g = torch.Generator().manual_seed(3)
+    centres = torch.randn(2, 3, generator=g)
+    x = torch.cat([centres[:1], torch.randn(5, 3, generator=g)])
+    exact = _exact_pair_probabilities(x, centres)
+    draws = torch.Generator().manual_seed(4)
+    counts: dict[tuple[int, int], int] = {}
+    for _ in range(20000):
+        pair = tuple(select(x, 2, "kmeanspp", generator=draws, centers=centres).tolist())
+        counts[pair] = counts.get(pair, 0) + 1
+    assert set(counts) <= set(exact), "a pair with probability 0 was drawn (a duplicate of a centre?)"
+    assert all(0 not in pair for pair in counts)
+    pairs = sorted(exact)
+    observed = np.array([counts.get(pair, 0) for pair in pairs])
+    expected = np.array([exact[pair] for pair in pairs]) * observed.sum()
+    _, pvalue = stats.chisquare(observed, expected)
+    assert pvalue > 1e-3, pvalue
+
+
+def test_dictionary_aware_selection_avoids_what_the_dictionary_holds():
+    """Candidates in two tight clusters, the dictionary already holding one of them: k-center and
+    (with high probability) k-means++ pick from the other; without centres both clusters are hit."""
+    g = torch.Generator().manual_seed(0)
+    held = torch.randn(1, 8, generator=g) * 10
+    other = torch.randn(1, 8, generator=g) * 10
+    x = torch.cat([held + 0.01 * torch.randn(20, 8, generator=g), other + 0.01 * torch.randn(20, 8, generator=g)])
+    picks = select(x, 1, "kcenter", generator=torch.Generator().manual_seed(1), centers=held)
+    assert int(picks[0]) >= 20
+    in_other = [int(select(x, 1, "kmeanspp", generator=torch.Generator().manual_seed(s), centers=held)[0]) >= 20
+                for s in range(50)]
+    assert sum(in_other) == 50
+    with pytest.raises(ValueError, match="centers= works with selector='kmeanspp' or 'kcenter'"):
+        select(x, 2, "random", centers=held)

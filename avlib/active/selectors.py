@@ -98,7 +98,12 @@ def _exact_d2(points: Points, c: int) -> torch.Tensor:
 def _kmeanspp_plain(points: Points, k: int, generator, first=None) -> list[int]:
     """Reference D^2 seeding: one fused pass over the pool per pick (exact, simple, slow)."""
     chosen = [_first(points, first, generator)]
-    d = _exact_d2(points, chosen[0])
+    return _d2_picks(points, k, generator, chosen, _exact_d2(points, chosen[0]))
+
+
+def _d2_picks(points: Points, k: int, generator, chosen: list[int], d: torch.Tensor) -> list[int]:
+    """Continue D^2 sampling from ``chosen`` until k picks, ``d`` (N,) being each candidate's squared
+    distance to the nearest centre so far (0 for the chosen ones and for duplicates of a centre)."""
     while len(chosen) < k:
         cum = d.double().cumsum(0)  # (N,) float64 prefix sum of D^2
         total = cum[-1].item()
@@ -321,6 +326,11 @@ def _select_kcenter(points: Points, k: int, generator, first: int | None = None)
     chosen = [_first(points, first, generator)]
     d = _exact_d2(points, chosen[0])
     d[chosen[0]] = -1.0
+    return _farthest_picks(points, k, generator, chosen, d)
+
+
+def _farthest_picks(points: Points, k: int, generator, chosen: list[int], d: torch.Tensor) -> list[int]:
+    """Continue the farthest-point traversal from ``chosen`` (held at -1 in ``d``) until k picks."""
     while len(chosen) < k:
         i = int(d.argmax().item())
         if d[i] <= 0:
@@ -495,7 +505,7 @@ def _points(embeddings) -> Points:
 
 
 def select(embeddings, k: int, selector: str = "kmeanspp", generator: torch.Generator | None = None,
-           **options) -> torch.Tensor:
+           centers=None, **options) -> torch.Tensor:
     """Pick k distinct candidates out of N; returns a LongTensor (k,) of indices (pick order).
 
     Args:
@@ -505,6 +515,14 @@ def select(embeddings, k: int, selector: str = "kmeanspp", generator: torch.Gene
         selector: one of ``kmeanspp`` (default), ``kcenter``, ``lloyd_nearest``, ``random``.
         generator: a ``torch.Generator``; the same seed gives the same selection.  Without one,
             torch's default generator is used.
+        centers: points already chosen (dictionary-aware selection, beyond the paper): (M, D), or
+            the pair (M, D), (M, H) for factored embeddings.  ``kmeanspp`` then draws every pick,
+            the first included, with probability proportional to the squared distance to the
+            nearest of ``centers`` and the picks so far (exact conditional D^2 sampling), and
+            ``kcenter`` takes the farthest from them; a duplicate of a centre (distance 0) is never
+            picked while any candidate is at a positive distance.  Only ``kmeanspp`` and
+            ``kcenter`` take it.  Why: per-step seeding spreads the picks among themselves but not
+            away from what the dictionary already holds.
         **options: per selector --
             kmeanspp: ``greedy_trials`` (None = exact D^2 sampling; int or "auto" = 2 + ln k,
             scikit-learn's greedy variant), ``algorithm`` ("auto" = "rejection", or "plain"),
@@ -530,10 +548,38 @@ def select(embeddings, k: int, selector: str = "kmeanspp", generator: torch.Gene
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     with torch.no_grad():
-        picks = SELECTORS[selector](points, int(k), generator, **options)
+        if centers is not None:
+            picks = _select_beside(points, _centre_points(centers, points), int(k), selector, generator, options)
+        else:
+            picks = SELECTORS[selector](points, int(k), generator, **options)
     out = torch.as_tensor(picks, dtype=torch.long, device=points.device)
     assert out.shape == (k,) and len(set(picks)) == k, "internal error: picks are not k distinct indices"
     return out
+
+
+def _centre_points(centers, points: Points) -> Points:
+    """``centers`` as :class:`Points` of the same kind (dense or factored) and device as ``points``."""
+    centre_points = _points(centers) if not (isinstance(centers, torch.Tensor) and centers.shape[0] == 0) else None
+    if centre_points is None:
+        return points.take([])
+    if centre_points.is_factored != points.is_factored:
+        raise ValueError("centers must be of the embeddings' kind: an (M, D) tensor for dense embeddings, "
+                         "the pair (g, h) for factored ones")
+    return centre_points
+
+
+def _select_beside(points: Points, centres: Points, k: int, selector: str, generator, options: dict) -> list[int]:
+    """k picks conditional on the already chosen ``centres`` (dictionary-aware k-means++ / k-center)."""
+    if selector not in ("kmeanspp", "kcenter") or options:
+        raise ValueError(f"centers= works with selector='kmeanspp' or 'kcenter' and no options; got "
+                         f"selector={selector!r}, options {sorted(options)}")
+    if centres.n == 0:
+        return SELECTORS[selector](points, k, generator)
+    inf = torch.full((points.n,), float("inf"), dtype=points.dtype, device=points.device)
+    d = points.min_update(centres, inf)  # (N,) squared distance to the nearest centre
+    if selector == "kcenter":
+        return _farthest_picks(points, k, generator, [], d)
+    return _d2_picks(points, k, generator, [], d)
 
 
 def kmeanspp_potential(embeddings, indices: torch.Tensor) -> float:

@@ -90,7 +90,7 @@ def warn_small_classes(cache: DecodedCache, min_clips: int) -> list[str]:
 
 
 # Stream tags for derive_seed: each kind of randomness draws from its own independent stream.
-SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM, SUBSET_STREAM, SHUFFLE_STREAM = 0, 1, 2, 3, 4
+SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM, SUBSET_STREAM, SHUFFLE_STREAM, CANDIDATE_STREAM = 0, 1, 2, 3, 4, 5
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -195,7 +195,7 @@ class StepBatches(torch.utils.data.Sampler):
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int, total_steps: int, start_step: int = 0,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), candidates: int = 0):
         if num_items < batch_size:
             raise ValueError(f"batch_size={batch_size} is larger than the {num_items} training clips")
         rank, world_size = shard
@@ -205,6 +205,12 @@ class StepBatches(torch.utils.data.Sampler):
         self.steps_per_epoch = num_items // batch_size
         share = batch_size // world_size
         self.rows = slice(rank * share, (rank + 1) * share)
+        # extra candidate clips per step (the active sampler's fresh candidates), this rank's share after
+        # its batch rows: drawn uniformly without replacement from (seed, step), the same on every rank
+        assert candidates % world_size == 0, "the candidates must split evenly over ranks"
+        self.candidates = candidates
+        candidate_share = candidates // world_size
+        self.candidate_rows = slice(rank * candidate_share, (rank + 1) * candidate_share)
 
     def __len__(self) -> int:
         return max(0, self.total_steps - self.start_step)
@@ -218,9 +224,16 @@ class StepBatches(torch.utils.data.Sampler):
         positions = self.epoch_order(epoch)[offset * self.batch_size:(offset + 1) * self.batch_size]
         return [(int(p), derive_seed(self.seed, SAMPLE_STREAM, step, slot)) for slot, p in enumerate(positions)]
 
+    def candidate_batch(self, step: int) -> list[tuple[int, int]]:
+        """The step's extra candidate clips: ``candidates`` positions drawn without replacement."""
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, CANDIDATE_STREAM, step))
+        positions = torch.randperm(self.num_items, generator=generator)[:self.candidates]
+        return [(int(p), derive_seed(self.seed, CANDIDATE_STREAM, step, slot)) for slot, p in enumerate(positions)]
+
     def __iter__(self):
         for step in range(self.start_step, self.total_steps):
-            yield self.batch(step)[self.rows]
+            extra = self.candidate_batch(step)[self.candidate_rows] if self.candidates else []
+            yield self.batch(step)[self.rows] + extra
 
 
 def collate(items: list[dict]) -> dict:

@@ -146,9 +146,13 @@ class ProjectionHead(nn.Module):
         self.hidden = nn.Sequential(nn.Linear(in_dim, in_dim), nn.BatchNorm1d(in_dim), nn.ReLU(inplace=True))
         self.last = nn.Linear(in_dim, out_dim)
 
-    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.hidden(feature)  # (B, in_dim): the last layer's input
-        return F.normalize(self.last(hidden), dim=1), hidden  # (B, out_dim), (B, in_dim)
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L2-normalised embedding (B, out_dim), the last layer's input (B, in_dim), the norm of the
+        last layer's output before normalisation (B,)): BADGE's last-layer gradient needs the last two."""
+        hidden = self.hidden(feature)  # (B, in_dim)
+        output = self.last(hidden)  # (B, out_dim)
+        norm = output.norm(dim=1)
+        return output / norm.clamp_min(1e-12)[:, None], hidden, norm
 
 
 @dataclass
@@ -159,16 +163,21 @@ class Embeddings:
     audio: torch.Tensor  # (B, D) L2-normalised
     video_hidden: torch.Tensor  # (B, H_v) input of the video head's last layer
     audio_hidden: torch.Tensor  # (B, H_a)
+    video_pre_norm: torch.Tensor | None = None  # (B,) norm of the video head's output before normalisation
+    audio_pre_norm: torch.Tensor | None = None  # (B,)
+
+    def fields(self) -> tuple:
+        return (self.video, self.audio, self.video_hidden, self.audio_hidden, self.video_pre_norm, self.audio_pre_norm)
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Embeddings":
         """The same fields, each transformed by ``fn`` (rows selected, gathered, cast, ...)."""
-        return Embeddings(fn(self.video), fn(self.audio), fn(self.video_hidden), fn(self.audio_hidden))
+        return Embeddings(*(None if value is None else fn(value) for value in self.fields()))
 
     @staticmethod
     def cat(parts: list["Embeddings"]) -> "Embeddings":
         """Row-wise concatenation of several batches' embeddings."""
-        return Embeddings(*(torch.cat(column) for column in zip(
-            *((p.video, p.audio, p.video_hidden, p.audio_hidden) for p in parts))))
+        columns = zip(*(p.fields() for p in parts))
+        return Embeddings(*(None if any(v is None for v in column) else torch.cat(column) for column in columns))
 
 
 class AVModel(nn.Module):
@@ -182,9 +191,9 @@ class AVModel(nn.Module):
         self.audio_head = ProjectionHead(self.audio_backbone.out_dim, embedding_dim)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> Embeddings:
-        video_embedding, video_hidden = self.video_head(self.video_backbone(video))
-        audio_embedding, audio_hidden = self.audio_head(self.audio_backbone(audio))
-        return Embeddings(video_embedding, audio_embedding, video_hidden, audio_hidden)
+        video_embedding, video_hidden, video_norm = self.video_head(self.video_backbone(video))
+        audio_embedding, audio_hidden, audio_norm = self.audio_head(self.audio_backbone(audio))
+        return Embeddings(video_embedding, audio_embedding, video_hidden, audio_hidden, video_norm, audio_norm)
 
     @torch.no_grad()
     def features(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None):

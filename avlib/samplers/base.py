@@ -58,6 +58,8 @@ class StepBatch:
     all_clip_index: torch.Tensor | None = None  # (G,)
     offset: int = 0  # this batch's first row in the global batch
     gather: Callable[[torch.Tensor], torch.Tensor] = _identity  # concatenate over ranks (identity in one process)
+    candidates: Embeddings | None = None  # (C, ...) momentum keys of the step's extra candidate clips (global)
+    candidate_clip_index: torch.Tensor | None = None  # (C,)
 
     @property
     def batch_keys(self) -> Embeddings:
@@ -164,6 +166,11 @@ class Sampler(nn.Module):
         """The per-modality dictionaries, for analysis (``{"video": ..., "audio": ...}``)."""
         return {}
 
+    def extra_candidates(self) -> int:
+        """Clips beyond the batch whose momentum keys the method considers each step (global count): the
+        loop loads and encodes them and hands them to ``update`` as ``StepBatch.candidates``."""
+        return 0
+
     def summary(self) -> dict:
         """Method-specific results merged into ``summary.json`` at the end of a run (JSON values)."""
         return {}
@@ -173,6 +180,41 @@ class Sampler(nn.Module):
         (P,), "step_added" (P,), "chosen" (P,) bool}}`` over the candidates considered; None for
         methods that enqueue without choosing."""
         return None
+
+
+class SelectionTally(nn.Module):
+    """What one dictionary's updates let in, counted over the run (buffers: checkpointed, so a resumed
+    run counts on exactly).  CM-ACC is about *choosing* what enters; these are the quantities that say
+    whether a method chose (Ma et al. 2021, Sec. 3.2; the issue that found 83% of keys entering anyway):
+
+    - ``enter_share``: of all candidate keys ever considered, each counted once, the share that entered
+      (1 for a FIFO queue, which considers only what it enqueues);
+    - ``mean_age_steps``: how many steps old a key was when it entered (0 = as fresh as the batch);
+    - ``unique_clip_share`` / ``duplicate_share`` of the dictionary: distinct clips per key, and the
+      share of keys whose clip has another key in the dictionary.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("considered", torch.zeros((), dtype=torch.long))
+        self.register_buffer("entered", torch.zeros((), dtype=torch.long))
+        self.register_buffer("age_sum", torch.zeros((), dtype=torch.float64))
+
+    def record(self, considered: int, entered_ages: torch.Tensor) -> None:
+        self.considered.add_(considered)
+        self.entered.add_(entered_ages.numel())
+        self.age_sum.add_(entered_ages.double().sum().cpu())
+
+    def measures(self, dictionary: "KeyQueue") -> dict[str, float]:
+        _, clips = dictionary.valid()
+        distinct, counts = torch.unique(clips, return_counts=True) if len(clips) else (clips, clips)
+        nan = float("nan")
+        return {
+            "enter_share": int(self.entered) / int(self.considered) if int(self.considered) else nan,
+            "mean_age_steps": float(self.age_sum) / int(self.entered) if int(self.entered) else nan,
+            "unique_clip_share": len(distinct) / len(clips) if len(clips) else nan,
+            "duplicate_share": float(counts[counts > 1].sum()) / len(clips) if len(clips) else nan,
+        }
 
 
 class QueueSampler(Sampler):
@@ -187,6 +229,7 @@ class QueueSampler(Sampler):
         super().__init__(cfg, facts, hidden_dims)
         self.video_queue = KeyQueue(cfg.dictionary_size, cfg.embedding_dim)
         self.audio_queue = KeyQueue(cfg.dictionary_size, cfg.embedding_dim)
+        self.video_tally, self.audio_tally = SelectionTally(), SelectionTally()
 
     def dictionaries(self) -> dict[str, KeyQueue]:
         return {"video": self.video_queue, "audio": self.audio_queue}
@@ -213,12 +256,31 @@ class QueueSampler(Sampler):
     def keys_to_enqueue(self, batch: StepBatch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys (n, D), clip indices (n,)) of ``modality`` that enter its queue this step."""
         raise NotImplementedError
+    def considered_this_step(self, batch: StepBatch, modality: str) -> tuple[int, torch.Tensor]:
+        """(candidate keys first considered this step, ages in steps of the keys that entered) for the
+        tally; a FIFO queue considers exactly what it enqueues, the batch's fresh keys."""
+        size = batch.keys.video.shape[0]
+        return size, torch.zeros(size)
 
     @torch.no_grad()
     def update(self, batch: StepBatch) -> dict[str, float]:
-        """Enqueue each modality's chosen keys; ``select_s`` is the wall time of choosing + enqueuing."""
+        """Enqueue each modality's chosen keys; ``select_s`` is the wall time of choosing + enqueuing.
+        Adds the selection measures (:class:`SelectionTally`) as ``{m}_sel_*`` columns."""
         started = time.perf_counter()
         for modality, queue in self.dictionaries().items():
             keys, clip_index = self.keys_to_enqueue(batch, modality)
             queue.enqueue(keys, clip_index, batch.step)
-        return {"select_s": time.perf_counter() - started}
+            self.tallies()[modality].record(*self.considered_this_step(batch, modality))
+        row = {"select_s": time.perf_counter() - started}
+        for modality, queue in self.dictionaries().items():
+            row.update({f"{modality}_sel_{name}": value for name, value in self.tallies()[modality].measures(queue).items()})
+        return row
+
+    def tallies(self) -> dict[str, SelectionTally]:
+        return {"video": self.video_tally, "audio": self.audio_tally}
+
+    def summary(self) -> dict:
+        """``selection``: the tallies' measures at the end of the run, per modality."""
+        return {"selection": {modality: {name: None if value != value else value  # JSON has no NaN
+                                         for name, value in self.tallies()[modality].measures(queue).items()}
+                              for modality, queue in self.dictionaries().items()}}

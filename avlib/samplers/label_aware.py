@@ -149,7 +149,8 @@ class LabelAwareSampler(QueueSampler):
 
     def summary(self) -> dict:
         purity = float(self.clip_labels.purity)  # NaN until k-means first ran: JSON has no NaN, so null
-        return {"label_source": self.cfg.label_source, "label_purity": None if purity != purity else purity,
+        return {**super().summary(), "label_source": self.cfg.label_source,
+                "label_purity": None if purity != purity else purity,
                 "label_clusters": self.clip_labels.clusters if self.cfg.label_source == "kmeans" else None}
 
 

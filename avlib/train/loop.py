@@ -236,11 +236,12 @@ def train_step(t: Training, batch: dict, step: int) -> StepOutcome:
     lr = learning_rate(step, t.total_steps, cfg)
     for group in t.optimizer.param_groups:
         group["lr"] = lr
-    video, audio = batch["video"].to(device), batch["audio"].to(device)  # this rank's B clips
+    local = cfg.batch_size // world.size  # this rank's B clips; rows after them are extra candidates
+    video, audio = batch["video"][:local].to(device), batch["audio"][:local].to(device)
     if cfg.channels_last:
         video = video.contiguous(memory_format=torch.channels_last_3d)
         audio = audio.contiguous(memory_format=torch.channels_last)
-    clip_index, labels = batch["clip_index"].to(device), batch["label"].to(device)
+    clip_index, labels = batch["clip_index"][:local].to(device), batch["label"][:local].to(device)
     with t.autocast():
         queries = t.online(video, audio)
     with torch.no_grad():
@@ -268,6 +269,11 @@ def train_step(t: Training, batch: dict, step: int) -> StepOutcome:
         global_batch = StepBatch(
             step=step, clip_index=step_batch.all_clip_index, queries=distributed.gather_embeddings(queries, world),
             keys=step_batch.all_keys, labels=gather(labels), generator=generator)
+    if batch["clip_index"].shape[0] > local:  # the method's extra candidates: momentum keys, as fresh as the batch
+        with torch.no_grad(), t.autocast():
+            candidates = t.keys_model(batch["video"][local:].to(device), batch["audio"][local:].to(device))
+        global_batch.candidates = distributed.gather_embeddings(_float32(candidates), world)
+        global_batch.candidate_clip_index = gather(batch["clip_index"][local:].to(device))
     return StepOutcome(lr, distributed.mean_over_ranks({"loss": loss.item(), **diagnostics}, world), global_batch)
 
 
@@ -382,7 +388,7 @@ def step_loader(t: Training, cache: DecodedCache, train_indices, start_step: int
     """This rank's share of every step's seeded global batch, from ``start_step`` on."""
     cfg, world = t.cfg, t.world
     batches = StepBatches(len(train_indices), cfg.batch_size, cfg.seed, t.total_steps, start_step,
-                          shard=(world.rank, world.size))
+                          shard=(world.rank, world.size), candidates=t.sampler.extra_candidates())
     return DataLoader(AVWindows(cache, train_indices, cfg, train=True), batch_sampler=batches, collate_fn=collate,
                       num_workers=cfg.num_workers, worker_init_fn=_single_threaded_worker)
 
