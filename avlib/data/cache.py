@@ -17,6 +17,16 @@ Clip ``i`` is the span [start, start + clip_seconds) of its file, ``start`` from
 ``start`` column (0 if absent); frame 0 and audio sample 0 are that start (see
 :mod:`avlib.data.decode` for the exact conventions).
 
+Clips of any length (``min_clip_seconds`` < ``clip_seconds``): real datasets hold clips shorter than
+the length a run asks for (2-s clips against ``clip_seconds=3``), and a clip that is at least as long
+as the training windows is as good a training example as a long one.  Such a cache keeps a clip of
+``min_clip_seconds <= L < clip_seconds`` as it is: its arrays are zero-padded to the dense shape and
+``index.json`` records each kept clip's valid ``frames`` and ``samples``
+(:attr:`DecodedCache.frame_counts` / ``sample_counts``), which the windows
+(:class:`avlib.data.dataset.AVWindows`) stay inside.  Only then does ``min_clip_seconds`` enter the
+params (so the key); a fixed-length cache (the default) is stored exactly as before, which is why the
+format version is unchanged: every clip of a cache without the counts is full length.
+
 The ``key`` hashes the manifest rows (every column, the resolved paths and each file's size and
 mtime), the decode parameters and :data:`CACHE_FORMAT_VERSION`, so any change rebuilds.  A build
 writes into a sibling folder ``.partial-<key>`` that is renamed into place only when complete, so a
@@ -50,7 +60,8 @@ CACHE_FORMAT_VERSION = 1
 
 
 def cache_key(manifest: Manifest, *, fps: float, frame_size: int, sample_rate: int,
-              clip_seconds: float, modality: str = "both") -> str:
+              clip_seconds: float, modality: str = "both",
+              min_clip_seconds: float | None = None) -> str:
     """sha256 (hex, 24 chars) of the manifest rows + media file stats, decode params, version."""
     rows = []
     for n, row, path in zip(manifest.row_numbers, manifest.rows, manifest.paths):
@@ -61,15 +72,19 @@ def cache_key(manifest: Manifest, *, fps: float, frame_size: int, sample_rate: i
             stat = None
         rows.append([n, sorted(row.items()), str(path), stat])
     payload = {"version": CACHE_FORMAT_VERSION, "rows": rows, "class_names": manifest.class_names,
-               "params": _params(fps, frame_size, sample_rate, clip_seconds, modality)}
+               "params": _params(fps, frame_size, sample_rate, clip_seconds, modality,
+                                 min_clip_seconds)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _params(fps, frame_size, sample_rate, clip_seconds, modality="both") -> dict:
+def _params(fps, frame_size, sample_rate, clip_seconds, modality="both",
+            min_clip_seconds=None) -> dict:
     params = {"fps": float(fps), "frame_size": int(frame_size), "sample_rate": int(sample_rate),
               "clip_seconds": float(clip_seconds)}
     if modality != "both":  # absent for audio-visual caches, so their keys stay what they were
         params["modality"] = modality
+    if min_clip_seconds is not None and min_clip_seconds < clip_seconds:  # clips of any length
+        params["min_clip_seconds"] = float(min_clip_seconds)
     return params
 
 
@@ -90,23 +105,27 @@ def _pool_context():
 
 
 def _decode_row(job: tuple) -> tuple[int, np.ndarray | None, np.ndarray | None, str | None]:
-    """Worker: decode one row to exactly (T, H, W, 3) / (S,), or return the reason it cannot."""
+    """Worker: decode one row to at most (T, H, W, 3) / (S,) (exactly, for a fixed-length cache),
+    or return the reason it cannot."""
     i, path, start, end, p = job
     t0 = start or 0.0
-    if end is not None and end - t0 < p["clip_seconds"] - 1e-6:
-        return i, None, None, (f"too short: start..end spans {end - t0:.3f}s < clip_seconds="
-                               f"{p['clip_seconds']:g}")
+    least = p.get("min_clip_seconds", p["clip_seconds"])
+    name = "min_clip_seconds" if "min_clip_seconds" in p else "clip_seconds"
+    if end is not None and end - t0 < least - 1e-6:
+        return i, None, None, (f"too short: start..end spans {end - t0:.3f}s < {name}={least:g}")
     T, S = _lengths(p)
+    stop = t0 + p["clip_seconds"] if end is None else min(end, t0 + p["clip_seconds"])
     try:
         clip = decode_clip(path, fps=p["fps"], frame_size=p["frame_size"],
                            sample_rate=p["sample_rate"], start=start,
-                           end=t0 + p["clip_seconds"], modality=p.get("modality", "both"))
+                           end=stop, modality=p.get("modality", "both"))
     except DecodeError as exc:
         return i, None, None, exc.reason
-    if len(clip.frames) < T or len(clip.audio) < S:
+    T_least = int(round(least * p["fps"])) if T else 0
+    S_least = int(round(least * p["sample_rate"])) if S else 0
+    if len(clip.frames) < T_least or len(clip.audio) < S_least:
         got = len(clip.frames) / p["fps"] if T else len(clip.audio) / p["sample_rate"]
-        return i, None, None, (f"too short: {got:.3f}s decoded "
-                               f"< clip_seconds={p['clip_seconds']:g}")
+        return i, None, None, f"too short: {got:.3f}s decoded < {name}={least:g}"
     return i, clip.frames[:T], clip.audio[:S], None
 
 
@@ -136,6 +155,10 @@ class DecodedCache:
         self.clip_ids: list[str] = [r["clip_id"] for r in rows]
         self.splits = np.array([r["split"] for r in rows], dtype=object)  # (N,)
         self.row_numbers = np.array([r["row"] for r in rows], dtype=np.int64)  # (N,)
+        T, S = self.video.shape[1], self.audio.shape[1]
+        # valid frames / samples of each clip (a clip shorter than clip_seconds is zero-padded)
+        self.frame_counts = np.array([r.get("frames", T) for r in rows], dtype=np.int64)  # (N,)
+        self.sample_counts = np.array([r.get("samples", S) for r in rows], dtype=np.int64)  # (N,)
         self.skipped: list[tuple[int, str, str]] = [tuple(s) for s in self.index["skipped"]]  # at decoding
         self.skipped_rows = list(self.skipped)  # open_dataset adds the rows validation left out
         if len(self.video) != len(rows) or len(self.audio) != len(rows):
@@ -178,7 +201,8 @@ class DecodedCache:
     @classmethod
     def build(cls, manifest: Manifest, cache_dir: str | os.PathLike, *, fps: float,
               frame_size: int, sample_rate: int, clip_seconds: float, on_error: str = "raise",
-              workers: int = 1, progress: bool = True, modality: str = "both") -> "DecodedCache":
+              workers: int = 1, progress: bool = True, modality: str = "both",
+              min_clip_seconds: float | None = None) -> "DecodedCache":
         """Open the cache for (manifest, params) under ``cache_dir``, decoding it first if absent.
 
         ``on_error="raise"``: a row that cannot be decoded or is shorter than ``clip_seconds``
@@ -186,6 +210,9 @@ class DecodedCache:
         ``skipped`` (also when reopening).  ``workers > 1`` decodes in a process pool.  An
         interrupted build resumes from its decoded rows.  ``modality``: "both" (default), or
         "video" / "audio" for datasets with only that stream (see the module docstring).
+        ``min_clip_seconds`` (< ``clip_seconds``): keep clips at least this long as they are,
+        zero-padded, their valid lengths in ``frame_counts`` / ``sample_counts``; None: every clip
+        must last ``clip_seconds``.
         """
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -195,8 +222,11 @@ class DecodedCache:
             raise ValueError("fps, frame_size, sample_rate and clip_seconds must be positive")
         if len(manifest) == 0:
             raise ManifestError(f"{manifest.source}: no rows to cache")
+        if min_clip_seconds is not None and not 0 < min_clip_seconds:
+            raise ValueError(f"min_clip_seconds must be positive, got {min_clip_seconds}")
         key = cache_key(manifest, fps=fps, frame_size=frame_size, sample_rate=sample_rate,
-                        clip_seconds=clip_seconds, modality=modality)
+                        clip_seconds=clip_seconds, modality=modality,
+                        min_clip_seconds=min_clip_seconds)
         final = Path(cache_dir) / key
         if not (final / "index.json").is_file():
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +236,8 @@ class DecodedCache:
                 try:
                     if not (final / "index.json").is_file():
                         cls._build_into(final, key, manifest, _params(fps, frame_size, sample_rate,
-                                                                      clip_seconds, modality),
+                                                                      clip_seconds, modality,
+                                                                      min_clip_seconds),
                                         on_error, workers, progress)
                 except ManifestError:  # bad data, not an interruption: nothing to resume
                     shutil.rmtree(final.parent / f".partial-{key}", ignore_errors=True)
@@ -245,6 +276,7 @@ class DecodedCache:
         video = memmap("video.full", np.uint8, (N, T, size, size, 3))
         audio = memmap("audio.full", np.float32, (N, S))
         status = memmap("status", np.int8, (N,))
+        counts = memmap("counts", np.int64, (N, 2))  # valid (frames, samples) of each decoded row
         skipped_file = partial / "skipped.json"
         reasons = {int(i): why for i, why in json.loads(skipped_file.read_text()).items()} \
             if skipped_file.is_file() else {}
@@ -252,6 +284,7 @@ class DecodedCache:
         def persist() -> None:  # data first, then the status that vouches for it
             video.flush()
             audio.flush()
+            counts.flush()
             skipped_file.write_text(json.dumps(reasons))
             status.flush()
 
@@ -275,8 +308,11 @@ class DecodedCache:
                     reasons[i] = why
                     status[i] = 2
                 else:
-                    video[i] = frames
-                    audio[i] = sound
+                    video[i, :len(frames)] = frames
+                    video[i, len(frames):] = 0
+                    audio[i, :len(sound)] = sound
+                    audio[i, len(sound):] = 0
+                    counts[i] = (len(frames), len(sound))
                     status[i] = 1
                 if done % flush_every == 0:
                     persist()
@@ -301,8 +337,11 @@ class DecodedCache:
                 out.flush()
                 del out, arr
                 (partial / f"{name}.full.npy").unlink()
-        del video, audio, status
+        variable = "min_clip_seconds" in params
+        lengths = {i: (int(counts[i, 0]), int(counts[i, 1])) for i in kept}
+        del video, audio, status, counts
         (partial / "status.npy").unlink()
+        (partial / "counts.npy").unlink()
         skipped_file.unlink()
 
         lookup = {c: j for j, c in enumerate(manifest.class_names)}
@@ -314,7 +353,8 @@ class DecodedCache:
             "rows": [{"row": manifest.row_numbers[i], "clip_id": ids[i],
                       "label": manifest.rows[i]["label"],
                       "label_index": lookup[manifest.rows[i]["label"]],
-                      "split": manifest.rows[i]["split"], "columns": manifest.rows[i]}
+                      "split": manifest.rows[i]["split"], "columns": manifest.rows[i],
+                      **({"frames": lengths[i][0], "samples": lengths[i][1]} if variable else {})}
                      for i in kept],
             "skipped": skipped,
             "build_seconds": round(time.perf_counter() - t_start, 2),

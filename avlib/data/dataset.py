@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from avlib.config import EMBEDDED_DATASET
 from avlib.data.augment import AudioTransform, VideoTransform, seeded
 from avlib.data.cache import DecodedCache
-from avlib.data.manifest import load_manifest, skip_reasons, validate_manifest
+from avlib.data.manifest import ManifestError, load_manifest, skip_reasons, skipped_rows_explanation, validate_manifest
 from avlib.data.synthetic import SyntheticSpec, data_home, default_root, generate
 
 
@@ -47,20 +47,44 @@ def resolve_manifest(cfg, *, progress: bool = True) -> Path:
     return path
 
 
+def shortest_clip_seconds(cfg) -> float:
+    """The shortest clip a run can train on: its longest window (video ``window_s`` or audio
+    ``audio_window_s``), capped at ``clip_seconds``.  A config without windows (the data notebook's)
+    uses the pretraining defaults' windows, so that it keeps the clips pretraining would keep."""
+    from avlib.config import PretrainConfig
+
+    windows = [getattr(cfg, name, getattr(PretrainConfig, name)) for name in ("window_s", "audio_window_s")]
+    return min(float(cfg.clip_seconds), max(windows))
+
+
 def open_dataset(cfg, *, progress: bool = True) -> DecodedCache:
     """Manifest -> validated rows -> decoded cache (built once, memory-mapped afterwards).
+
+    Clips of any length: a row shorter than ``clip_seconds`` but at least as long as the training
+    windows (:func:`shortest_clip_seconds`) is kept as it is, and the windows are placed inside it;
+    only rows shorter than the windows are skipped (with an error naming the durations found and the
+    parameter to change when none is left).  When every row lasts ``clip_seconds`` the cache is the
+    fixed-length one it always was (same key).
 
     Every row left out, by validation or by decoding (recorded in the cache, so also on later runs
     over it), is in ``cache.skipped_rows`` as (row, path, reason), and one line with the totals is
     printed whatever ``progress`` is: the clips a run says it uses are the clips it trains on.
     """
     manifest = load_manifest(resolve_manifest(cfg, progress=progress), root=cfg.dataset_root)
-    rows = len(manifest)
-    manifest, report = validate_manifest(manifest, min_duration_s=cfg.clip_seconds, on_error=cfg.on_bad_clip,
-                                         verbose=False)
+    rows, report_source = len(manifest), manifest.source
+    shortest = shortest_clip_seconds(cfg)
+    parameter = "window_s / audio_window_s" if hasattr(cfg, "window_s") else "clip_seconds"
+    manifest, report = validate_manifest(manifest, min_duration_s=shortest, on_error=cfg.on_bad_clip,
+                                         verbose=False, length_parameter=parameter)
+    if len(manifest) == 0:
+        raise ManifestError(skipped_rows_explanation(report_source, report, shortest, parameter))
+    if 2 * len(report.problems) > rows:
+        print("warning: " + skipped_rows_explanation(report_source, report, shortest, parameter))
+    any_short = any(d is not None and shortest - 1e-6 <= d < cfg.clip_seconds - 1e-6 for d in report.durations)
     cache = DecodedCache.build(
         manifest, data_home() / "cache", fps=cfg.fps, frame_size=cfg.frame_size, sample_rate=cfg.sample_rate,
         clip_seconds=cfg.clip_seconds, on_error=cfg.on_bad_clip, workers=2, progress=progress,
+        min_clip_seconds=shortest if any_short else None,
     )
     cache.skipped_rows = sorted([*report.problems, *cache.skipped])
     print(f"dataset: {rows} manifest rows, {len(cache)} clips used, {len(cache.skipped_rows)} skipped"
@@ -79,9 +103,9 @@ def warn_small_classes(cache: DecodedCache, min_clips: int) -> list[str]:
         if counts[index] >= min_clips:
             continue
         others = [other for other in cache.class_names if other != name]
-        nearest = difflib.get_close_matches(name, others, n=1, cutoff=0.0)
-        hint = f"; the nearest other label is {nearest[0]!r} ({int(counts[cache.class_names.index(nearest[0])])} " \
-               f"clips): a misspelling?" if nearest else ""
+        nearest = difflib.get_close_matches(name, others, n=1, cutoff=0.6)  # a near spelling, if any
+        hint = (f"; the nearest other label is {nearest[0]!r} ({int(counts[cache.class_names.index(nearest[0])])} "
+                f"clips): a misspelling?") if nearest else ""
         messages.append(f"class {name!r} has {int(counts[index])} training clip(s), fewer than "
                         f"min_clips_per_class={min_clips}{hint}")
     for message in messages:
@@ -146,18 +170,26 @@ class AVWindows(Dataset):
         self.audio_offset_s = float(cfg.audio_offset_s) if train else 0.0
         self.total_frames = cache.video.shape[1]
         assert self.window_frames <= self.total_frames, "window longer than the cached clips"
+        # valid lengths per clip: windows stay inside a clip shorter than clip_seconds (see cache)
+        self.frame_counts = np.asarray(cache.frame_counts)
+        self.sample_counts = np.asarray(cache.sample_counts)
         self.video_transform = VideoTransform(cfg.crop_size, train)
         self.audio_transform = AudioTransform(cfg.sample_rate, cfg.n_mels, train)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def window_starts(self, seed: int) -> tuple[int, int]:
-        """(first video frame, first audio sample) of an item's windows; call inside ``seeded(seed)``.
+    def window_starts(self, seed: int, position: int = 0) -> tuple[int, int]:
+        """(first video frame, first audio sample) of the windows of item ``(position, seed)``; call
+        inside ``seeded(seed)``.
 
         The audio window shares the video window's centre, up to a random offset in training (see
-        the class docstring), and is moved inside the clip at its ends."""
-        last = self.total_frames - self.window_frames
+        the class docstring), and is moved inside the clip at its ends (the clip's valid length,
+        which may be shorter than ``clip_seconds``)."""
+        clip = int(self.indices[position]) if len(self.indices) else 0
+        frames = int(self.frame_counts[clip]) if len(self.frame_counts) else self.total_frames
+        samples = int(self.sample_counts[clip]) if len(self.sample_counts) else self.cache.audio.shape[1]
+        last = max(0, frames - self.window_frames)
         if self.train:
             start = int(torch.randint(0, last + 1, ()).item())  # inside the seeded scope
         elif self.eval_windows > 1:
@@ -168,14 +200,14 @@ class AVWindows(Dataset):
         if self.audio_offset_s > 0:
             centre_s += float(torch.empty(()).uniform_(-self.audio_offset_s, self.audio_offset_s))
         audio_start = int(round(centre_s * self.sample_rate)) - self.window_samples // 2
-        audio_start = min(max(audio_start, 0), self.cache.audio.shape[1] - self.window_samples)
+        audio_start = max(min(audio_start, samples - self.window_samples), 0)
         return start, audio_start
 
     def __getitem__(self, item: tuple[int, int]) -> dict:
         position, seed = item
         clip = int(self.indices[position])
         with seeded(seed):
-            start, audio_start = self.window_starts(seed)
+            start, audio_start = self.window_starts(seed, position)
             frames = self.cache.video[clip, start:start + self.window_frames]  # (T, H, W, 3)
             waveform = self.cache.audio[clip, audio_start:audio_start + self.window_samples]  # (S,)
             if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip

@@ -189,6 +189,9 @@ class ValidationReport:
     checked: int
     kept: int
     problems: list[tuple[int, str, str]]
+    # seconds each checked row offers (start..end cut to the file), None where the media could not be
+    # read; the error for a manifest whose rows are mostly too short quotes the shortest and longest
+    durations: list[float | None] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
@@ -219,38 +222,42 @@ def write_skipped_rows(problems: list[tuple[int, str, str]], path: Path) -> None
 
 
 def _check_media(path: Path, start: float | None, end: float | None,
-                 min_duration_s: float) -> str | None:
-    """Return the problem with one row's media, or None.  Metadata, plus a demux of the last
-    second (no decoding) so an MP4 whose data was cut off after an intact header is caught."""
+                 min_duration_s: float) -> tuple[str | None, float | None]:
+    """(the problem with one row's media or None, the seconds the row offers or None).  Metadata,
+    plus a demux of the last second (no decoding) so an MP4 whose data was cut off after an intact
+    header is caught."""
     try:
         info = probe_media(path)
     except DecodeError as exc:
-        return exc.reason
+        return exc.reason, None
     if not info.has_video:
-        return "no video stream"
+        return "no video stream", None
     if not info.has_audio:
-        return "no audio stream: audio-visual training needs both"
+        return "no audio stream: audio-visual training needs both", None
     if info.duration <= 0:
-        return "unknown or zero duration in the container metadata"
+        return "unknown or zero duration in the container metadata", None
     s = start or 0.0
     available = (min(end, info.duration) if end is not None else info.duration) - s
     if available < min_duration_s - 1e-6:
         return (f"too short: {available:.3f}s available (start={s:g}, end={end}, "
-                f"file {info.duration:.3f}s) < min_duration_s={min_duration_s:g}")
-    # the audio track can end before the video (decoding would then drop the clip, unseen here)
+                f"file {info.duration:.3f}s) < min_duration_s={min_duration_s:g}"), available
+    # the audio track can end before the video (decoding would then drop the clip, unseen here):
+    # the row offers what both streams hold
     audio_available = None if info.audio_duration is None else (
         (min(end, info.audio_duration) if end is not None else info.audio_duration) - s)
     if audio_available is not None and audio_available < min_duration_s - 1e-6:
         return (f"too short: the audio track lasts {info.audio_duration:.3f}s (the video {info.duration:.3f}s), "
-                f"{audio_available:.3f}s available < min_duration_s={min_duration_s:g}")
+                f"{audio_available:.3f}s available < min_duration_s={min_duration_s:g}"), audio_available
+    if audio_available is not None:
+        available = min(available, audio_available)
     reached = _demux_tail(path, info.duration)
     if isinstance(reached, str):
-        return reached
+        return reached, available
     frame = 1.0 / info.fps if info.fps else 0.1
     if reached < info.duration - 2 * frame:
         return (f"truncated: media data ends at {reached:.3f}s but the metadata claims "
-                f"{info.duration:.3f}s")
-    return None
+                f"{info.duration:.3f}s"), available
+    return None, available
 
 
 def _demux_tail(path: Path, duration: float) -> float | str:
@@ -273,26 +280,50 @@ def _demux_tail(path: Path, duration: float) -> float | str:
 
 
 def validate_manifest(manifest: Manifest, min_duration_s: float, on_error: str = "raise",
-                      verbose: bool = True) -> tuple[Manifest, ValidationReport]:
+                      verbose: bool = True, length_parameter: str = "min_duration_s"
+                      ) -> tuple[Manifest, ValidationReport]:
     """Probe every row's media: exists, opens, has video and audio, lasts ``min_duration_s``.
 
     ``on_error="raise"``: the first problem raises ManifestError naming the row, path and problem.
     ``on_error="skip"``: bad rows are dropped; the report lists (row, path, reason) for each and
-    its one-line ``summary`` is printed when ``verbose``.
+    its one-line ``summary`` is printed when ``verbose``; when most (not all) rows are dropped, a
+    warning from :func:`skipped_rows_explanation` (reasons, the durations found and, for rows too
+    short, ``length_parameter``: the parameter that sets ``min_duration_s``) is printed too.  A
+    caller that cannot go on without rows raises with that text.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    keep, problems = [], []
+    keep, problems, durations = [], [], []
     for i, (n, path, s, e) in enumerate(zip(manifest.row_numbers, manifest.paths,
                                             manifest.starts, manifest.ends)):
-        why = _check_media(path, s, e, min_duration_s)
+        why, available = _check_media(path, s, e, min_duration_s)
+        durations.append(available)
         if why is None:
             keep.append(i)
             continue
         if on_error == "raise":
             raise ManifestError(f"{manifest.source}: row {n} (line {n + 1}), {path}: {why}")
         problems.append((n, str(path), why))
-    report = ValidationReport(checked=len(manifest), kept=len(keep), problems=problems)
+    report = ValidationReport(checked=len(manifest), kept=len(keep), problems=problems,
+                              durations=durations)
     if verbose and on_error == "skip":
         print(report.summary)
+    if verbose and keep and 2 * len(problems) > len(manifest):
+        print("warning: " + skipped_rows_explanation(manifest.source, report, min_duration_s,
+                                                     length_parameter))
     return manifest.subset(keep), report
+
+
+def skipped_rows_explanation(source, report: ValidationReport, min_duration_s: float,
+                             length_parameter: str) -> str:
+    """Why most rows of a manifest were dropped, and what to change: the reasons by count, the
+    shortest and longest durations found, and the parameter that sets the length asked for."""
+    known = [d for d in report.durations if d is not None]
+    text = (f"{source}: {len(report.problems)} of {report.checked} rows skipped "
+            f"({report.summary.split('skipped', 1)[1].strip(' ()') or 'no reason'})")
+    if known:
+        text += f"; the rows last {min(known):.3f}s to {max(known):.3f}s"
+    if any(why.startswith("too short") for _, _, why in report.problems):
+        text += (f"; rows must last at least {min_duration_s:g}s: lower parameter "
+                 f"{length_parameter} (or supply longer clips)")
+    return text
