@@ -138,3 +138,22 @@ def test_probes_train_on_clean_clips_and_test_on_a_clean_split(tmp_path):
     for split in ("val", "test"):
         np.testing.assert_array_equal(probe_clips(cache, split), cache.select(split))
         assert not corrupted[cache.select(split)].any()
+
+
+def test_notebook_plots_of_class_frequencies_and_sources():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from avlib.analysis.plots import (plot_class_frequencies, plot_clips_per_source, same_source_clips,
+                                      source_sizes)
+
+    classes, sources, splits = syn._layout(SyntheticSpec(num_classes=4, clips_per_class=20, class_imbalance=4.0,
+                                                         clips_per_source=3))
+    names = [syn.class_attributes(k)["name"] for k in range(4)]
+    fig, counts = plot_class_frequencies(classes, np.asarray(splits), names)
+    assert counts["train"][0] / counts["train"][-1] == 4 and len(set(counts["test"])) == 1
+    assert len(fig.axes[0].patches) == 12  # 4 classes x 3 splits
+    assert source_sizes(sources).max() == 3 and source_sizes(np.arange(5)).tolist() == [1] * 5
+    plot_clips_per_source(sources)
+    shown = same_source_clips(sources, 3)
+    assert len(shown) == 3 and len(set(sources[shown])) == 1
