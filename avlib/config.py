@@ -194,6 +194,18 @@ class _Config:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+def _check_embedded_structure(cfg) -> None:
+    """The embedded dataset's structure parameters (shared by the data and pretraining notebooks)."""
+    from avlib.data.synthetic import MAX_CLASSES
+
+    if not 2 <= cfg.num_classes <= MAX_CLASSES:
+        raise ConfigError(f"parameter num_classes={cfg.num_classes} must lie in [2, {MAX_CLASSES}] "
+                          "(the embedded dataset's class definitions)")
+    if not 1.0 <= cfg.class_imbalance <= 1000.0:
+        raise ConfigError(f"parameter class_imbalance={cfg.class_imbalance!r} must lie in [1, 1000] (1 = balanced)")
+    _check_positive("clips_per_source", cfg.clips_per_source)
+
+
 @dataclass(frozen=True)
 class PretrainConfig(_Config):
     """Parameters of ``notebooks/02_pretrain.ipynb`` (cross-modal MoCo pretraining + probes)."""
@@ -209,7 +221,11 @@ class PretrainConfig(_Config):
     num_classes: int = 10
     # 120, not 60: at 60 the main job's audio probe gained +14/+3/-5 points over random init (README)
     clips_per_class: int = 120
-    faulty_pair_rate: float = 0.0
+    faulty_pair_rate: float = 0.0  # share of TRAIN clips whose audio is another clip's (val/test stay clean)
+    # the structure of real video (avlib.data.synthetic); the defaults reproduce the balanced dataset
+    class_imbalance: float = 1.0  # most / least frequent class in the train split (geometric sizes)
+    clips_per_source: int = 1  # clips cut from one source "video" (shared look and sound, one split)
+    av_sync: bool = True  # False: sound onsets independent of the visual events (only the class links them)
     # decoding and windows
     clip_seconds: float = 3.0  # length of every clip in the decoded cache (embedded clips have this duration)
     fps: int = 8
@@ -236,7 +252,9 @@ class PretrainConfig(_Config):
     # active sampler (sampler="active"; CM-ACC)
     active_embedding: str = "key_grad"  # "key_grad" (official code), "badge" (paper/BADGE) or "feature"
     active_selector: str = "kmeanspp"  # "kmeanspp", "kcenter", "lloyd_nearest" (official code) or "random"
-    active_candidates: str = "fresh"  # "fresh": batch + extra clips encoded each step, the rest rejected; "backlog": a delayed pool
+    # "fresh": batch + extra clips encoded each step, the rest rejected (a real choice); "backlog": the
+    # delayed pool the main job's measured gains were made with (fresh becomes the default once re-measured)
+    active_candidates: str = "backlog"
     active_candidate_factor: int = 3  # fresh: candidates per step = this x batch_size (at most 1/this of them enter)
     active_dictionary_aware: bool = False  # kmeanspp/kcenter: the dictionary's keys count as chosen centres
     active_pool_factor: int = 4  # backlog: candidate pool = this x batch_size recent keys per modality
@@ -327,6 +345,7 @@ class PretrainConfig(_Config):
             raise ConfigError(f"parameter subset_fraction={self.subset_fraction!r} must lie in (0, 1]")
         _check_fraction("momentum", self.momentum)
         _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
+        _check_embedded_structure(self)
         if self.batch_size < 2:
             raise ConfigError("parameter batch_size must be >= 2: each query needs other clips as negatives")
         if self.batch_size % self.nproc_per_node:
@@ -371,6 +390,9 @@ class DataConfig(_Config):
     on_bad_clip: str = "skip"
     min_clips_per_class: int = 2
     show_clips: int = 4
+    class_imbalance: float = 1.0  # most / least frequent class in the train split (geometric sizes)
+    clips_per_source: int = 1  # clips cut from one source "video" (shared look and sound, one split)
+    av_sync: bool = True  # False: sound onsets independent of the visual events
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -380,6 +402,7 @@ class DataConfig(_Config):
         _check_positive("show_clips", self.show_clips, allow_zero=True)
         _check_positive("min_clips_per_class", self.min_clips_per_class, allow_zero=True)
         _check_fraction("faulty_pair_rate", self.faulty_pair_rate)
+        _check_embedded_structure(self)
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ from avlib.train import pretrain, read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "random": dict(sampler="random"),
-    "active (fresh, kmeanspp)": dict(sampler="active"),
-    "active (fresh, kmeanspp, dictionary-aware)": dict(sampler="active", active_dictionary_aware=True),
-    "active (fresh, random selector)": dict(sampler="active", active_selector="random"),
+    "active (fresh, kmeanspp)": dict(sampler="active", active_candidates="fresh"),
+    "active (fresh, kmeanspp, dictionary-aware)": dict(sampler="active", active_candidates="fresh",
+                                                       active_dictionary_aware=True),
+    "active (fresh, random selector)": dict(sampler="active", active_candidates="fresh", active_selector="random"),
     "active (backlog, kmeanspp)": dict(sampler="active", active_candidates="backlog"),
     "active (backlog, random selector)": dict(sampler="active", active_candidates="backlog", active_selector="random"),
 }

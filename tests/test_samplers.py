@@ -50,7 +50,8 @@ def test_fresh_candidates_enter_one_in_factor_and_the_rest_never(selector, aware
     """The default source: B of factor x B fresh candidates enter each step; the others are gone for
     good (never in a later dictionary), so enter_share is exactly 1/factor and keys enter at age 0."""
     cfg = PretrainConfig(**{**TINY, "sampler": "active", "embedding_dim": 8, "dictionary_size": 64,
-                            "active_selector": selector, "active_dictionary_aware": aware})
+                            "active_selector": selector, "active_dictionary_aware": aware,
+                            "active_candidates": "fresh"})
     sampler = build_sampler(cfg, 100, hidden_dims={"video": 6, "audio": 6})
     assert sampler.extra_candidates() == 2 * 4
     rejected: set[int] = set()

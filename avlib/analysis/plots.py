@@ -106,3 +106,50 @@ def save(fig, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def plot_class_frequencies(labels: np.ndarray, splits: np.ndarray, class_names: list[str], title: str = ""):
+    """Clips per class and split as grouped bars, classes ordered by their train count (the long tail
+    that ``class_imbalance`` makes; val/test stay flat).  Returns (figure, {split: (C,) counts})."""
+    labels, splits = np.asarray(labels), np.asarray(splits)
+    counts = {s: np.bincount(labels[splits == s], minlength=len(class_names))
+              for s in ("train", "val", "test") if (splits == s).any()}
+    order = np.argsort(-counts.get("train", np.zeros(len(class_names))), kind="stable")
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(class_names)), 3.2))
+    width = 0.8 / max(1, len(counts))
+    for j, (split, c) in enumerate(counts.items()):
+        ax.bar(np.arange(len(class_names)) + j * width, c[order], width, label=split)
+    ax.set_xticks(np.arange(len(class_names)) + 0.4 - width / 2)
+    ax.set_xticklabels([class_names[k] for k in order], rotation=90, fontsize=6)
+    ax.set_ylabel("clips")
+    ax.legend()
+    ax.set_title(title or "clips per class")
+    fig.tight_layout()
+    return fig, counts
+
+
+def source_sizes(groups: np.ndarray) -> np.ndarray:
+    """(sources,) how many clips each source (``group``) contributes."""
+    _, sizes = np.unique(np.asarray(groups), return_counts=True)
+    return sizes
+
+
+def plot_clips_per_source(groups: np.ndarray, title: str = ""):
+    """Histogram of clips per source: 1 everywhere when every clip is its own video."""
+    sizes = source_sizes(groups)
+    fig, ax = plt.subplots(figsize=(4, 2.8))
+    values, counts = np.unique(sizes, return_counts=True)
+    ax.bar(values, counts)
+    ax.set_xlabel("clips per source")
+    ax.set_ylabel("sources")
+    ax.set_title(title or f"{len(sizes)} sources, {sizes.sum()} clips")
+    fig.tight_layout()
+    return fig
+
+
+def same_source_clips(groups: np.ndarray, count: int = 3) -> np.ndarray:
+    """Indices of up to ``count`` clips of the largest source (first one found), to show side by side."""
+    groups = np.asarray(groups)
+    names, sizes = np.unique(groups, return_counts=True)
+    biggest = names[int(np.argmax(sizes))]
+    return np.flatnonzero(groups == biggest)[:count]

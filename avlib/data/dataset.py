@@ -29,7 +29,8 @@ def embedded_spec(cfg) -> SyntheticSpec:
     return SyntheticSpec(
         num_classes=cfg.num_classes, clips_per_class=cfg.clips_per_class, duration_s=cfg.clip_seconds,
         fps=cfg.fps, frame_size=cfg.frame_size, sample_rate=cfg.sample_rate,
-        faulty_pair_rate=cfg.faulty_pair_rate, seed=cfg.dataset_seed,
+        faulty_pair_rate=cfg.faulty_pair_rate, seed=cfg.dataset_seed, class_imbalance=float(cfg.class_imbalance),
+        clips_per_source=cfg.clips_per_source, av_sync=cfg.av_sync,
     )
 
 

@@ -82,9 +82,28 @@ between rhythms) does not leak into loudness.
 
 Faulty pairs
 ------------
-``faulty_pair_rate`` of the clips (a deterministic choice) get the audio track of another clip,
-preferably one of a different class that is not itself corrupted; the manifest marks them with
-``corrupted=1`` and ``audio_source=<clip id whose audio was used>``.
+``faulty_pair_rate`` of the TRAIN clips (a deterministic choice) get the audio track of another
+train clip, preferably one of a different class that is not itself corrupted; the manifest marks
+them with ``corrupted=1`` and ``audio_source=<clip id whose audio was used>``.  Val and test clips
+are always clean: the robust-xID paper (Morgado et al. 2021) puts faulty pairs in the pretraining
+data and evaluates on clean data, and a corrupted test clip would carry another class's sound, so
+its audio label would be wrong (at rate 0.5 that held every audio probe near chance).
+
+The structure of real video (all off by default; the defaults reproduce the balanced dataset)
+----------------------------------------------------------------------------------------------
+* ``class_imbalance`` r: the train split's class sizes fall geometrically from ``clips_per_class``
+  x the train fraction (class 0) to 1/r of it (the last class), a long tail as in real video; val
+  and test stay balanced so that accuracies remain comparable across r.
+* ``clips_per_source`` s: clips come in groups of s cut from one source "video": they share the
+  background, object colour, size, tilt and texture, and the sound's pitch, loudness, EQ, decay and
+  noise colour (what stays fixed within one real video); only the event times, the motion's phase
+  and placement and the noise samples differ.  These are the near-duplicates ("biased keys") CM-ACC
+  (Ma et al. 2021, Sec. 1) argues a random dictionary is full of.  The manifest's ``group`` column
+  names each clip's source; splits keep a source's clips together.
+* ``av_sync=False``: the sound's onsets are drawn independently of the visual events (same rhythm
+  and class tempo, own phase and jitter), so only the class links the two streams, as in much
+  real video (a dog barking off screen, speech over a still).
+* ``num_classes`` up to 50: classes 25-49 use five more shapes (see :func:`class_attributes`).
 
 Determinism
 -----------
@@ -117,6 +136,8 @@ __all__ = [
     "RHYTHMS",
     "FORMAT_VERSION",
     "MANIFEST_COLUMNS",
+    "GROUP_COLUMN",
+    "MAX_CLASSES",
     "SyntheticSpec",
     "ClipPlan",
     "class_attributes",
@@ -134,7 +155,7 @@ __all__ = [
 # Bump when the rendering/synthesis changes, so cached datasets on disk are regenerated.
 FORMAT_VERSION = 4  # 4: colour family per rhythm pair, wider audio context; 2: class tempo (class_period), larger objects, mbtree=0; 3: bright objects, upright
 
-SHAPES = ("disc", "square", "triangle", "cross", "ring")
+SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond", "hexagon", "bar", "crescent", "halfdisc")
 MOTIONS = ("bounce", "pingpong", "orbit", "pulse", "zigzag")
 TIMBRES = ("sine", "square", "saw", "bell", "pluck")
 RHYTHMS = ("regular", "swing", "double", "accelerating", "triplet")
@@ -150,8 +171,12 @@ _RHYTHM_IOIS = {
 }
 
 MANIFEST_COLUMNS = ("path", "label", "split", "clip_id", "duration", "corrupted", "audio_source")
+# written only when clips_per_source > 1 (the default manifest stays byte for byte what it was):
+# the source "video" of each clip; readers treat a manifest without it as one source per clip
+GROUP_COLUMN = "group"
 
 _SPLITS = ("train", "val", "test")
+MAX_CLASSES = 50  # 10 shapes x 5 motions (class_attributes)
 _EVENT_MARGIN_S = 2.0  # events are generated on [-margin, duration + margin]
 _VISUAL_EVENT_TAU_S = 0.08  # width of the flash / pulse peaks (two-sided exponential)
 
@@ -173,12 +198,16 @@ class SyntheticSpec:
     faulty_pair_rate: float = 0.0  # fraction of clips whose audio comes from another clip
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)  # train / val / test
+    # the structure of real video (module docstring); these defaults reproduce the balanced dataset
+    class_imbalance: float = 1.0  # most / least frequent class in the train split (geometric sizes)
+    clips_per_source: int = 1  # clips cut from one source "video" (shared nuisances, one split)
+    av_sync: bool = True  # False: sound onsets independent of the visual events
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
             raise ValueError(f"SyntheticSpec.{name}={getattr(self, name)!r}: expected {expected}")
 
-        max_classes = len(SHAPES) * len(MOTIONS)
+        max_classes = MAX_CLASSES
         if not isinstance(self.num_classes, int) or not 2 <= self.num_classes <= max_classes:
             bad("num_classes", f"an int in [2, {max_classes}]")
         if not isinstance(self.clips_per_class, int) or self.clips_per_class < 1:
@@ -204,10 +233,17 @@ class SyntheticSpec:
                 or abs(sum(fr) - 1.0) > 1e-6):
             bad("split_fractions", "three non-negative numbers (train, val, test) summing to 1")
         object.__setattr__(self, "split_fractions", tuple(float(f) for f in fr))
+        if not (isinstance(self.class_imbalance, (int, float)) and 1.0 <= self.class_imbalance <= 1000):
+            bad("class_imbalance", "a number in [1, 1000] (1 = balanced)")
+        object.__setattr__(self, "class_imbalance", float(self.class_imbalance))
+        if not isinstance(self.clips_per_source, int) or self.clips_per_source < 1:
+            bad("clips_per_source", "an int >= 1")
+        if not isinstance(self.av_sync, bool):
+            bad("av_sync", "True or False")
 
     @property
     def num_clips(self) -> int:
-        return self.num_classes * self.clips_per_class
+        return len(_layout(self)[0])
 
     @property
     def num_frames(self) -> int:
@@ -218,10 +254,18 @@ class SyntheticSpec:
         return int(round(self.duration_s * self.sample_rate))
 
 
+# fields added after FORMAT_VERSION 4, left out of the hash at their defaults so that every dataset
+# made before them keeps its hash (and its folder and caches)
+_LATER_FIELDS = {"class_imbalance": 1.0, "clips_per_source": 1, "av_sync": True}
+
+
 def spec_hash(spec: SyntheticSpec) -> str:
     """Content hash of the spec and the format version (hex sha256)."""
-    payload = json.dumps({"format_version": FORMAT_VERSION, "spec": dataclasses.asdict(spec)},
-                         sort_keys=True)
+    fields = {k: v for k, v in dataclasses.asdict(spec).items()
+              if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+    if spec.faulty_pair_rate > 0:  # faulty pairs moved to the train split only: a new content
+        fields["faulty_splits"] = "train"
+    payload = json.dumps({"format_version": FORMAT_VERSION, "spec": fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -252,9 +296,15 @@ def class_attributes(k: int) -> dict:
     (random sampler, 60 clips per class): colour family on the timbre pairs gave +30/+9 points (video/audio
     linear probe over random init), on the rhythm pairs +37/+11, with a pitch register coupled too
     +29/+12 but a random-init audio probe of 0.64-0.78.
+
+    Classes 25-49 (``num_classes`` > 25) repeat the same maps with the five further shapes; their
+    sounds differ from those of classes 0-24 by tempo (:func:`class_period`), so every class has
+    its own (shape, motion) and its own (timbre, rhythm, tempo).
     """
-    a, b = k % 5, k // 5
-    shape, motion = SHAPES[a], MOTIONS[(a + b) % 5]
+    if not 0 <= k < MAX_CLASSES:
+        raise ValueError(f"class index {k} out of range [0, {MAX_CLASSES})")
+    a, b, c = k % 5, (k // 5) % 5, k // 25
+    shape, motion = SHAPES[a + 5 * c], MOTIONS[(a + b) % 5]
     timbre, rhythm = TIMBRES[(2 * a + b) % 5], RHYTHMS[(a + 2 * b) % 5]
     return {"name": f"{motion}_{shape}_{timbre}_{rhythm}", "shape": shape, "motion": motion,
             "timbre": timbre, "rhythm": rhythm, "family": (a + 2 * b) % 5}
@@ -285,6 +335,9 @@ class ClipPlan:
     events: np.ndarray  # (E,) event times in seconds, on [-margin, duration + margin]
     visual: dict  # visual nuisances
     audio: dict  # audio nuisances of THIS clip's own (uncorrupted) sound
+    source: int = -1  # the source "video" the clip was cut from (its own index unless clips_per_source > 1)
+    # the sound's onsets when they are independent of the visual events (av_sync=False); else None
+    audio_events: np.ndarray | None = None
 
 
 def _clip_id(i: int) -> str:
@@ -296,6 +349,55 @@ def _rng(spec: SyntheticSpec, i: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, i, stream])
 
 
+def _layout(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(class (N,), source (N,), split per clip) of every clip; memoised per spec.
+
+    At the defaults (balanced, one clip per source) this is the original layout: class ``i //
+    clips_per_class``, source ``i``, the stratified splits of :func:`_splits`.  Otherwise class k
+    holds, in order, its train, val and test clips: val/test as in the balanced dataset, train
+    ``max(1, round(n_train / r ** (k / (C - 1))))`` for ``r = class_imbalance``; within a (class,
+    split) consecutive runs of ``clips_per_source`` clips form one source, so a source never
+    straddles two splits."""
+    if spec not in _LAYOUTS:
+        _LAYOUTS[spec] = _compute_layout(spec)
+    return _LAYOUTS[spec]
+
+
+_LAYOUTS: dict = {}
+
+
+def _split_counts(n: int, fractions) -> list[int]:
+    """Largest-remainder cut of n clips into (train, val, test)."""
+    raw = [f * n for f in fractions]
+    counts = [int(math.floor(r)) for r in raw]
+    for j in sorted(range(3), key=lambda j: -(raw[j] - counts[j]))[: n - sum(counts)]:
+        counts[j] += 1
+    return counts
+
+
+def _compute_layout(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if spec.class_imbalance == 1.0 and spec.clips_per_source == 1:
+        n = spec.num_classes * spec.clips_per_class
+        return np.arange(n) // spec.clips_per_class, np.arange(n), _splits(spec)
+    train, val, test = _split_counts(spec.clips_per_class, spec.split_fractions)
+    classes, sources, splits = [], [], []
+    source = 0
+    C = spec.num_classes
+    for k in range(C):
+        shrink = spec.class_imbalance ** (k / (C - 1)) if C > 1 else 1.0
+        for name, count in (("train", max(1, int(round(train / shrink))) if train else 0),
+                            ("val", val), ("test", test)):
+            for j in range(count):
+                if j and j % spec.clips_per_source == 0:
+                    source += 1
+                classes.append(k)
+                sources.append(source)
+                splits.append(name)
+            if count:
+                source += 1
+    return np.asarray(classes), np.asarray(sources), splits
+
+
 def _splits(spec: SyntheticSpec) -> list[str]:
     """Stratified split per clip: per class, a seeded permutation cut by largest remainders."""
     n = spec.clips_per_class
@@ -303,7 +405,7 @@ def _splits(spec: SyntheticSpec) -> list[str]:
     counts = [int(math.floor(r)) for r in raw]
     for j in sorted(range(3), key=lambda j: -(raw[j] - counts[j]))[: n - sum(counts)]:
         counts[j] += 1
-    out = [""] * spec.num_clips
+    out = [""] * (spec.num_classes * n)
     for k in range(spec.num_classes):
         perm = np.random.default_rng([spec.seed, 10_000_000 + k]).permutation(n)
         names = [s for s, c in zip(_SPLITS, counts) for _ in range(c)]
@@ -313,20 +415,27 @@ def _splits(spec: SyntheticSpec) -> list[str]:
 
 
 def _faulty_sources(spec: SyntheticSpec) -> np.ndarray:
-    """(N,) clip index whose audio each clip carries; differs from the clip's own for faulty ones."""
-    n = spec.num_clips
+    """(N,) clip index whose audio each clip carries; differs from the clip's own for faulty ones.
+    Only train clips are corrupted, and only with the audio of other train clips (module docstring).
+    """
+    cls, _, splits = _layout(spec)
+    n = len(cls)
     src = np.arange(n)
-    n_bad = int(round(spec.faulty_pair_rate * n))
+    train = np.flatnonzero(np.asarray(splits) == "train")
+    n_bad = int(round(spec.faulty_pair_rate * len(train)))
     if n_bad == 0:
         return src
     rng = np.random.default_rng([spec.seed, 20_000_000])
-    bad = np.sort(rng.choice(n, size=n_bad, replace=False))
+    bad = np.sort(rng.choice(train, size=n_bad, replace=False))
     is_bad = np.zeros(n, bool)
     is_bad[bad] = True
-    cls = np.arange(n) // spec.clips_per_class
+    is_train = np.zeros(n, bool)
+    is_train[train] = True
+    cls = np.where(is_train, cls, -1)  # val/test clips never lend their audio
     for i in bad:
         # Prefer a clean clip of another class; fall back to any clip of another class.
-        for pool in (np.flatnonzero((cls != cls[i]) & ~is_bad), np.flatnonzero(cls != cls[i])):
+        for pool in (np.flatnonzero((cls != cls[i]) & (cls >= 0) & ~is_bad),
+                     np.flatnonzero((cls != cls[i]) & (cls >= 0))):
             if len(pool):
                 src[i] = int(pool[rng.integers(len(pool))])
                 break
@@ -340,8 +449,11 @@ def class_period(k: int) -> float:
     CLASS attribute rather than a nuisance: were it random within every class, cross-modal training
     would first learn a class-agnostic "tempo" feature and the probes would measure nothing.  The
     ten periods are spread over 0.30-0.70 s in a scrambled order (7k mod 10), unrelated to the
-    other attribute indices.
+    other attribute indices.  Classes 25-49 take the midpoints between those periods, so a class
+    of 25-49 never shares its tempo with the class 0-24 that has its timbre and rhythm.
     """
+    if k >= 25:
+        return 0.30 + 0.40 * (((7 * k) % 10) + 0.5) / 9
     return 0.30 + 0.40 * ((7 * k) % 10) / 9
 
 
@@ -371,13 +483,22 @@ def plan_clip(spec: SyntheticSpec, index: int) -> ClipPlan:
     """Draw every random quantity of clip ``index`` (depends only on spec and index)."""
     if not 0 <= index < spec.num_clips:
         raise IndexError(f"clip index {index} out of range [0, {spec.num_clips})")
-    k = index // spec.clips_per_class
+    classes, sources, splits = _layout(spec)
+    k, source = int(classes[index]), int(sources[index])
     attrs = class_attributes(k)
     src = int(_faulty_sources(spec)[index])
 
     events, period = _sample_events(attrs["rhythm"], _rng(spec, index, 0), spec.duration_s, class_period(k))
+    audio_events = None
+    if not spec.av_sync:  # own phase and tempo jitter: onsets unrelated to the visual events
+        audio_events, period = _sample_events(attrs["rhythm"], _rng(spec, index, 3), spec.duration_s,
+                                              class_period(k))
+    shared = spec.clips_per_source > 1  # nuisances of the source, drawn from the source's streams
 
-    rv = _rng(spec, index, 1)
+    def nuisance_rng(stream: int) -> np.random.Generator:
+        return np.random.default_rng([spec.seed, 30_000_000 + source, stream]) if shared else _rng(spec, index, stream)
+
+    rv = nuisance_rng(1)
     # Any hue and saturation for both, but a dim background and a bright object: hue is a nuisance
     # (random per clip), while the luminance edges that carry shape and motion are always there.
     bg = _random_colour(rv, 0.1, 0.45)
@@ -401,20 +522,27 @@ def plan_clip(spec: SyntheticSpec, index: int) -> ClipPlan:
         "texture_tint": rv.uniform(-1, 1, size=(3, 3)),
         "noise_seed": int(rv.integers(2**31)),
     }
-    ra = _rng(spec, index, 2)
+    ra = nuisance_rng(2)
+    sound_events = events if audio_events is None else audio_events
     audio = {
         "f0": float(np.exp(ra.uniform(np.log(200.0), np.log(1200.0)))),
         "gain_db": ra.uniform(-34.0, -18.0), "decay": ra.uniform(0.05, 0.3),
-        "velocities": ra.uniform(0.7, 1.0, size=len(events)),
+        "velocities": ra.uniform(0.7, 1.0, size=len(sound_events)),
         "noise_beta": ra.uniform(0.0, 2.0), "fm_index": ra.uniform(1.5, 4.0),
         "tilt": ra.uniform(-0.5, 1.5),  # spectral slope above f0: gain (f / f0) ** -tilt
         "formant_hz": float(np.exp(ra.uniform(np.log(300.0), np.log(5000.0)))),
         "formant_db": ra.uniform(0.0, 15.0),
         "period": period, "noise_seed": int(ra.integers(2**31)),
     }
+    if shared:  # what differs between clips of one source: placement, phase, noise samples
+        own = _rng(spec, index, 4)
+        visual.update(phase=own.uniform(0, 2 * np.pi), offset=own.uniform(0, 1, size=2),
+                      drift=own.uniform(-0.3, 0.3), noise_seed=int(own.integers(2**31)))
+        audio.update(velocities=own.uniform(0.7, 1.0, size=len(sound_events)),
+                     noise_seed=int(own.integers(2**31)))
     return ClipPlan(index=index, clip_id=_clip_id(index), class_index=k, label=attrs["name"],
-                    split=_splits(spec)[index], corrupted=src != index, audio_source=src,
-                    events=events, visual=visual, audio=audio)
+                    split=splits[index], corrupted=src != index, audio_source=src,
+                    events=events, visual=visual, audio=audio, source=source, audio_events=audio_events)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -474,6 +602,19 @@ def _shape_sdf(shape: str, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.nd
                           np.maximum(np.abs(x) - w, np.abs(y) - r))
     if shape == "ring":
         return np.abs(np.hypot(x, y) - 0.72 * r) - 0.28 * r
+    if shape == "diamond":
+        return (np.abs(x) + np.abs(y)) * 0.7071 - 0.62 * r
+    if shape == "hexagon":
+        d = -np.inf
+        for a in np.arange(6) * np.pi / 3:
+            d = np.maximum(d, x * np.cos(a) + y * np.sin(a) - 0.82 * r)
+        return d
+    if shape == "bar":  # a wide, low slab
+        return np.maximum(np.abs(x) - r, np.abs(y) - 0.4 * r)
+    if shape == "crescent":
+        return np.maximum(np.hypot(x, y) - r, 0.75 * r - np.hypot(x - 0.45 * r, y))
+    if shape == "halfdisc":
+        return np.maximum(np.hypot(x, y) - r, y - 0.15 * r)
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -587,7 +728,8 @@ def synthesize_audio(spec: SyntheticSpec, plan: ClipPlan) -> np.ndarray:
     sr, S = spec.sample_rate, spec.num_samples
     note = _note(attrs["timbre"], au["f0"], au["decay"], au["fm_index"], sr)
     clean = np.zeros(S)
-    for e, vel in zip(plan.events, au["velocities"]):
+    onsets = plan.events if plan.audio_events is None else plan.audio_events
+    for e, vel in zip(onsets, au["velocities"]):
         start = int(round(e * sr))
         a, b = max(start, 0), min(start + len(note), S)
         if b > a:
@@ -679,13 +821,15 @@ def _make_clip(args: tuple[SyntheticSpec, int, str]) -> int:
 def _manifest_text(spec: SyntheticSpec) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(MANIFEST_COLUMNS)
+    grouped = spec.clips_per_source > 1
+    w.writerow(MANIFEST_COLUMNS + ((GROUP_COLUMN,) if grouped else ()))
     src = _faulty_sources(spec)
-    splits = _splits(spec)
+    classes, sources, splits = _layout(spec)
     for i in range(spec.num_clips):
-        k = i // spec.clips_per_class
+        k = int(classes[i])
         w.writerow([f"clips/{_clip_id(i)}.mp4", class_attributes(k)["name"], splits[i],
-                    _clip_id(i), f"{spec.duration_s:g}", int(src[i] != i), _clip_id(int(src[i]))])
+                    _clip_id(i), f"{spec.duration_s:g}", int(src[i] != i), _clip_id(int(src[i]))]
+                   + ([f"source_{int(sources[i]):05d}"] if grouped else []))
     return buf.getvalue()
 
 

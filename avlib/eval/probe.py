@@ -85,13 +85,27 @@ def knn_probe(train_x, train_y, test_x, test_y, k: int = 5) -> ProbeResult:
                        classifier.predict_proba(test_x), classifier.classes_)
 
 
+def probe_clips(cache, split: str) -> np.ndarray:
+    """The clips of a split that a probe reads: all of them, less the corrupted ones (a manifest's
+    ``corrupted`` column, e.g. the embedded dataset's faulty pairs) in the probe's TRAINING split.
+
+    Why: a corrupted clip carries another clip's sound, so its audio does not show its label; the
+    robust-xID paper (Morgado et al. 2021) pretrains on faulty pairs but evaluates on clean data.
+    The flag is read here only, never by pretraining."""
+    indices = cache.select(split)
+    if split == "train" and "corrupted" in cache.index["columns"]:
+        clean = np.asarray(cache.column("corrupted")).astype(str) != "1"
+        indices = indices[clean[indices]]
+    return indices
+
+
 def run_probes(model: AVModel, cache, cfg, *, eval_windows: int = 3, knn_k: int = 5, device: str = "cpu",
                return_details: bool = False):
     """Linear and kNN test accuracy for video and audio features: {"video": {"linear", "knn"}, "audio": ...}."""
     split_features = {
-        split: extract_features(model, cache, cache.select(split), cfg, eval_windows=eval_windows, device=device)
+        split: extract_features(model, cache, probe_clips(cache, split), cfg, eval_windows=eval_windows, device=device)
         for split in ("train", "val", "test")
-        if len(cache.select(split)) > 0
+        if len(probe_clips(cache, split)) > 0
     }
     for required in ("train", "test"):
         if required not in split_features:

@@ -10,12 +10,12 @@ Candidate sources (``active_candidates``).  The dictionary takes B keys a step (
 by conservation a choice is only real if more than B candidates arrive per step and the rest are
 rejected for good.
 
-- ``fresh`` (default): the batch's B keys plus ``(active_candidate_factor - 1) x B`` extra training
+- ``fresh``: the batch's B keys plus ``(active_candidate_factor - 1) x B`` extra training
   clips drawn each step (seeded by (seed, step), the same on every rank) and encoded by the momentum
   encoder under ``no_grad``, as fresh as the batch; B of the ``factor x B`` candidates enter and the
   others are dropped, so at most 1/factor of all considered keys enter (``enter_share``).  Cost: the
   extra clips' loading and momentum forward passes.
-- ``backlog``: the earlier dynamics below.  Measured (issue 16): 83% of arriving keys entered with
+- ``backlog`` (default until the main job's gains are measured with ``fresh``): the dynamics below.  Measured (issue 16): 83% of arriving keys entered with
   k-means++ and 85% with ``active_selector=random``: what is not chosen waits and mostly enters
   later, so the choice there is a delay more than a selection.
 
