@@ -318,8 +318,8 @@ class PretrainConfig(_Config):
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         for name in ("num_classes", "clips_per_class", "fps", "frame_size", "sample_rate", "crop_size",
-                     "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size", "active_pool_factor", "active_candidate_factor",
-                     "num_threads", "checkpoint_every", "bank_negatives", "soft_target_neighbors",
+                     "n_mels", "embedding_dim", "epochs", "batch_size", "dictionary_size", "active_pool_factor",
+                     "active_candidate_factor", "num_threads", "checkpoint_every", "bank_negatives", "soft_target_neighbors",
                      "hard_negative_count", "pseudo_label_every", "nproc_per_node"):
             _check_positive(name, getattr(self, name))
         for name in ("clip_seconds", "window_s", "audio_window_s", "temperature", "lr"):
