@@ -38,15 +38,15 @@ def sampler_state(run_dir) -> dict:
 
 
 # Tolerance of "the same run" as a share of each quantity's own scale (its largest magnitude).
-# 1 and 2 processes sum the same terms in another order (convolutions split by batch and thread
-# layout, all-reduced gradients), so each float32 reduction of n terms may differ by up to
-# n * u * scale (u = 2**-24, unit roundoff; Higham's bound); the encoders' longest reductions have
-# n ~ 1.6e4 terms (a 3x3x3 convolution over 64 channels, summed over a batch's 8 positions x space),
-# so n * u ~ 1e-3.  Measured on an AMD EPYC (2 cores, 1 thread per process), after 12 SGD steps:
-# 2.1e-5 of scale on the active pool's features, 2.6e-4 on the shuffled-BN queue's keys, 5e-5 on
-# the losses -- 4x below the bound.  A real divergence is of the order of the scale itself: a key
-# gathered from the wrong rank or slot differs by ~|key| (test_tolerance_catches_a_wrong_gather).
-SAME_RUN_RTOL = 1e-3
+# 1 and 2 processes sum the same terms in another order (convolutions split by batch and by the CPU's
+# kernel path, all-reduced gradients): one float32 reduction of n terms moves by about sqrt(n) * u of
+# its scale (u = 2**-24; n ~ 1e5 for the batch-norm and gradient sums of a global video batch:
+# ~2e-5), and SGD carries and amplifies that over the run's steps.  Measured after 12 SGD steps on an
+# AMD EPYC: 2.6e-4 of scale (keys of the shuffled-BN queue) on the AVX512 kernels, 1.6e-3 (the active
+# pool's features) with ATEN_CPU_CAPABILITY=default.  The tolerance keeps a 3x margin over the worst
+# of these, and stays 200x below a real divergence, which is of the order of the scale itself: a key
+# gathered from the wrong rank or slot differs by ~|key| (check_tolerance_catches_a_wrong_gather).
+SAME_RUN_RTOL = 5e-3
 
 
 def run_differences(one, two, rtol: float = SAME_RUN_RTOL) -> list[str]:
