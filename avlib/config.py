@@ -19,6 +19,8 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
+#: Classes the embedded dataset defines (10 shapes x 5 motions, ``avlib.data.synthetic``).
+EMBEDDED_MAX_CLASSES = 50
 #: Name of the embedded procedural dataset (``avlib.data.synthetic``).
 EMBEDDED_DATASET = "avsynth"
 
@@ -196,10 +198,8 @@ class _Config:
 
 def _check_embedded_structure(cfg) -> None:
     """The embedded dataset's structure parameters (shared by the data and pretraining notebooks)."""
-    from avlib.data.synthetic import MAX_CLASSES
-
-    if not 2 <= cfg.num_classes <= MAX_CLASSES:
-        raise ConfigError(f"parameter num_classes={cfg.num_classes} must lie in [2, {MAX_CLASSES}] "
+    if not 2 <= cfg.num_classes <= EMBEDDED_MAX_CLASSES:
+        raise ConfigError(f"parameter num_classes={cfg.num_classes} must lie in [2, {EMBEDDED_MAX_CLASSES}] "
                           "(the embedded dataset's class definitions)")
     if not 1.0 <= cfg.class_imbalance <= 1000.0:
         raise ConfigError(f"parameter class_imbalance={cfg.class_imbalance!r} must lie in [1, 1000] (1 = balanced)")

@@ -129,6 +129,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from avlib.config import EMBEDDED_MAX_CLASSES
+
 __all__ = [
     "SHAPES",
     "MOTIONS",
@@ -176,7 +178,7 @@ MANIFEST_COLUMNS = ("path", "label", "split", "clip_id", "duration", "corrupted"
 GROUP_COLUMN = "group"
 
 _SPLITS = ("train", "val", "test")
-MAX_CLASSES = 50  # 10 shapes x 5 motions (class_attributes)
+MAX_CLASSES = EMBEDDED_MAX_CLASSES  # 10 shapes x 5 motions (class_attributes); config checks num_classes with it
 _EVENT_MARGIN_S = 2.0  # events are generated on [-margin, duration + margin]
 _VISUAL_EVENT_TAU_S = 0.08  # width of the flash / pulse peaks (two-sided exponential)
 
