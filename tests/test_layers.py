@@ -10,7 +10,6 @@ its own, or from its own package.
 import ast
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "avlib"
 FLOORS = {"config": 0, "data": 1, "models": 1, "dictionary": 1, "losses": 1, "kernels": 1, "active": 2,
