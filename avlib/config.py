@@ -252,12 +252,12 @@ class PretrainConfig(_Config):
     # active sampler (sampler="active"; CM-ACC)
     active_embedding: str = "key_grad"  # "key_grad" (official code), "badge" (paper/BADGE) or "feature"
     active_selector: str = "kmeanspp"  # "kmeanspp", "kcenter", "lloyd_nearest" (official code) or "random"
-    # "fresh": batch + extra clips encoded each step, the rest rejected (a real choice); "backlog": the
-    # delayed pool the main job's measured gains were made with (fresh becomes the default once re-measured)
-    active_candidates: str = "backlog"
-    active_candidate_factor: int = 3  # fresh: candidates per step = this x batch_size (at most 1/this of them enter)
-    active_dictionary_aware: bool = False  # kmeanspp/kcenter: the dictionary's keys count as chosen centres
-    active_pool_factor: int = 4  # backlog: candidate pool = this x batch_size recent keys per modality
+    # where candidates come from (avlib/samplers/active.py): "batch" (B // factor of the batch enter), "fresh"
+    # (extra clips encoded), "bank" (every clip's latest key), "backlog" (the first, delaying pool), "official"
+    active_candidates: str = "batch"
+    active_candidate_factor: int = 3  # batch/fresh/bank: candidates per entering key (1/this of the batch/fresh ones enter)
+    active_dictionary_aware: bool = False  # kmeanspp/kcenter: the dictionary's surviving keys count as chosen centres
+    active_pool_factor: int = 4  # backlog/official: candidate pool = this x batch_size recent keys per modality
     # memory-bank instance discrimination (sampler="xid" or "robust_xid"; Morgado et al. 2021)
     bank_negatives: int = 256  # negatives per query, drawn uniformly from the other modality's memory bank
     bank_momentum: float = 0.5  # a clip's bank slot <- normalise(m * slot + (1 - m) * its new embedding)
@@ -314,7 +314,7 @@ class PretrainConfig(_Config):
         _check_choice("soft_target_space", self.soft_target_space, {"within", "cross", "both"})
         _check_choice("label_source", self.label_source, {"ground_truth", "kmeans"})
         _check_choice("precision", self.precision, {"fp32", "bf16"})
-        _check_choice("active_candidates", self.active_candidates, {"fresh", "backlog"})
+        _check_choice("active_candidates", self.active_candidates, {"batch", "fresh", "bank", "backlog", "official"})
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         for name in ("num_classes", "clips_per_class", "fps", "frame_size", "sample_rate", "crop_size",

@@ -31,14 +31,20 @@ from avlib.train import pretrain, read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "random": dict(sampler="random"),
+    "active (batch, kmeanspp): default": dict(sampler="active"),
+    "active (batch, random selector)": dict(sampler="active", active_selector="random"),
+    "active (batch, kmeanspp, dictionary-aware)": dict(sampler="active", active_dictionary_aware=True),
     "active (fresh, kmeanspp)": dict(sampler="active", active_candidates="fresh"),
-    "active (fresh, kmeanspp, dictionary-aware)": dict(sampler="active", active_candidates="fresh",
-                                                       active_dictionary_aware=True),
     "active (fresh, random selector)": dict(sampler="active", active_candidates="fresh", active_selector="random"),
+    "active (bank, kmeanspp)": dict(sampler="active", active_candidates="bank"),
+    "active (bank, kmeanspp, dictionary-aware)": dict(sampler="active", active_candidates="bank",
+                                                      active_dictionary_aware=True),
+    "active (official, lloyd_nearest)": dict(sampler="active", active_candidates="official",
+                                             active_selector="lloyd_nearest"),
     "active (backlog, kmeanspp)": dict(sampler="active", active_candidates="backlog"),
-    "active (backlog, random selector)": dict(sampler="active", active_candidates="backlog", active_selector="random"),
 }
-DIVERSITY = {"enter share": "video_sel_enter_share", "unique clips": "video_sel_unique_clip_share",
+DIVERSITY = {"enter share (video)": "video_sel_enter_share", "enter share (audio)": "audio_sel_enter_share",
+             "entry age (steps)": "video_sel_mean_age_steps", "unique clips": "video_sel_unique_clip_share",
              "class entropy": "video_dict_entropy", "mean cosine": "video_dict_cosine",
              "effective rank": "video_dict_erank"}
 

@@ -236,7 +236,28 @@ def test_lloyd_nearest_without_iterations_returns_its_seeds():
     """With 0 Lloyd iterations the centroids are the k-means++ seeds, each its own nearest point."""
     x = _mixture(200, 4, 8, seed=11)
     seeds = select(x, 12, generator=_gen(3))
-    assert torch.equal(select(x, 12, "lloyd_nearest", generator=_gen(3), lloyd_iters=0), seeds)
+    assert torch.equal(select(x, 12, "lloyd_nearest", generator=_gen(3), lloyd_iters=0, seeding="d2"), seeds)
+
+
+def test_lloyd_nearest_official_seeding_draws_by_plain_distance():
+    """seeding="distance" (the official code's): P(first i, then j) = 1/N * d_ij / sum_l d_il.
+    Chi-square over 3000 seeded draws of two seeds (lloyd_iters=0 returns the seeds, each its own
+    nearest candidate); the D^2 law differs from it by a clear total variation, so the test can fail."""
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [4.0, 4.0]], dtype=torch.float64)
+    d = torch.cdist(x, x)
+    n = x.shape[0]
+    plain = (d / d.sum(1, keepdim=True) / n).numpy()
+    squared = (d**2 / (d**2).sum(1, keepdim=True) / n).numpy()
+    assert 0.5 * np.abs(plain - squared).sum() > 0.05
+    counts = np.zeros((n, n))
+    gen = _gen(21)
+    draws = 3000
+    for _ in range(draws):
+        counts[tuple(select(x, 2, "lloyd_nearest", generator=gen, lloyd_iters=0).tolist())] += 1
+    off = ~np.eye(n, dtype=bool)
+    assert counts[~off].sum() == 0  # a seed is never drawn twice
+    assert stats.chisquare(counts[off], plain[off] * draws).pvalue > 1e-3
+    assert stats.chisquare(counts[off], squared[off] * draws).pvalue < 1e-6
 
 
 def test_lloyd_nearest_matches_bruteforce():
@@ -244,15 +265,31 @@ def test_lloyd_nearest_matches_bruteforce():
     k = 6
     init = select(x, k, generator=_gen(4))
     c = x[init].clone()
-    for _ in range(10):  # textbook Lloyd, loops over clusters
+    for _ in range(100):  # textbook Lloyd to convergence, loops over clusters
         a = torch.cdist(x, c).argmin(1)
-        c = torch.stack([x[a == j].mean(0) if (a == j).any() else c[j] for j in range(k)])
+        c_next = torch.stack([x[a == j].mean(0) if (a == j).any() else c[j] for j in range(k)])
+        if torch.equal(c_next, c):
+            break
+        c = c_next
     dist = torch.cdist(x, c)
     want = []
     for j in range(k):
         order = dist[:, j].argsort()
         want.append(next(int(i) for i in order if int(i) not in want))
-    assert select(x, k, "lloyd_nearest", generator=_gen(4)).tolist() == want
+    assert select(x, k, "lloyd_nearest", generator=_gen(4), seeding="d2").tolist() == want
+
+
+def test_lloyd_nearest_breaks_midpoint_ties_by_the_lowest_index():
+    """One cluster of two points: its centroid is their midpoint, equidistant from both up to
+    rounding.  The stated rule (within 4x the rounding bound, lowest index) picks row 0 whichever point is
+    perturbed in the last bits -- without it the pick would follow the rounding."""
+    for wiggle in (0.0, 3e-7, -3e-7):
+        x = torch.tensor([[0.3, 0.1], [2.3 + wiggle, 0.1]])
+        assert select(x, 1, "lloyd_nearest", generator=_gen(0)).tolist() == [0]
+        assert select(x.flip(0), 1, "lloyd_nearest", generator=_gen(0)).tolist() == [0]
+    # a clear winner is still the nearest, not the lowest index
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.1, 0.0]])  # centroid (0.7, 0): row 1 at 0.3, row 2 at 0.4
+    assert select(x, 1, "lloyd_nearest", generator=_gen(0)).tolist() == [1]
 
 
 def test_random_is_uniform():

@@ -98,14 +98,17 @@ def test_two_ranks_match_one_process_on_batchnorm_hash_and_shuffled_keys():
 
 @pytest.mark.parametrize("sampler, overrides", [
     ("random", {}),
-    ("active", {}),  # the backlog pool (default)
+    ("active", {}),  # the batch source (default): a share of the global batch enters
     ("active", {"active_candidates": "fresh"}),  # extra clips drawn per step, each rank encodes its share, gathered
+    ("active", {"active_candidates": "bank", "active_dictionary_aware": True}),  # every clip's latest key
+    ("active", {"active_candidates": "backlog"}),  # the delaying pool
+    ("active", {"active_candidates": "official", "active_selector": "lloyd_nearest"}),  # chosen keys stay
     ("random", {"shuffle_bn": True, "key_bn_groups": 2}),
     # weights standardised over, and normalised by, the global batch; bank draws for the global batch
     ("robust_xid", {"robust_warmup_epochs": 0, "bank_negatives": 16}),
     # soft-positive partners drawn for the global batch
     ("soft_positive", {"label_warmup_epochs": 0}),
-], ids=["random", "active", "active-fresh", "random-shuffle_bn", "robust_xid", "soft_positive"])
+], ids=["random", "active", "active-fresh", "active-bank-aware", "active-backlog", "active-official", "random-shuffle_bn", "robust_xid", "soft_positive"])
 def test_two_processes_give_the_losses_and_dictionary_of_one(tmp_path, sampler, overrides):
     one = tiny_config(tmp_path / "one", sampler=sampler, **DDP, **overrides)
     pretrain(one)

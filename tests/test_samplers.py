@@ -67,6 +67,70 @@ def test_fresh_candidates_enter_one_in_factor_and_the_rest_never(selector, aware
     assert row["video_sel_mean_age_steps"] == 0.0 and row["video_sel_unique_clip_share"] == 1.0
 
 
+@pytest.mark.parametrize("selector", ["kmeanspp", "lloyd_nearest", "random"])
+def test_batch_source_lets_one_in_factor_of_each_batch_enter_and_drops_the_rest(selector):
+    """The default source: B // factor of the batch's keys enter, the rest never do (enter_share 1/factor)."""
+    cfg = PretrainConfig(**{**TINY, "sampler": "active", "embedding_dim": 8, "dictionary_size": 64,
+                            "active_selector": selector, "active_candidate_factor": 2, "active_candidates": "batch"})
+    sampler = build_sampler(cfg, 100, hidden_dims={"video": 6, "audio": 6})
+    assert sampler.extra_candidates() == 0
+    rejected: set[int] = set()
+    for step in range(6):
+        batch = _fake_batch(step)
+        before = set(sampler.audio_queue.valid()[1].tolist())
+        row = sampler.update(batch)
+        entered = set(sampler.audio_queue.valid()[1].tolist()) - before
+        assert len(entered) == 2 and entered <= set(batch.clip_index.tolist()) and not entered & rejected
+        rejected |= set(batch.clip_index.tolist()) - entered
+    assert row["video_sel_enter_share"] == 0.5 and row["audio_sel_enter_share"] == 0.5
+    assert row["audio_sel_mean_age_steps"] == 0.0
+
+
+def _versions_entered(sampler, modality, entered_versions):
+    """Add the (clip, arrival step) of every key the last update chose; return how many were new."""
+    record = sampler.last_selection[modality]
+    chosen = record["chosen"]
+    versions = set(zip(record["clip_index"][chosen].tolist(), record["step_added"][chosen].tolist()))
+    new = versions - entered_versions
+    entered_versions |= versions
+    return len(new)
+
+
+@pytest.mark.parametrize("source", ["bank", "official"])
+@pytest.mark.parametrize("aware", [False, True])
+def test_sources_that_keep_keys_count_each_candidate_once(source, aware):
+    """bank and official: B keys enter every step (from step 0); a key may be chosen twice (official:
+    it stays in the pool; bank: it is drawn again), and the tally counts every (clip, arrival step)
+    once, so enter_share is exactly (distinct keys that entered) / (keys that arrived)."""
+    cfg = PretrainConfig(**{**TINY, "sampler": "active", "embedding_dim": 8, "dictionary_size": 64,
+                            "active_candidates": source, "active_pool_factor": 3, "active_candidate_factor": 3,
+                            "active_dictionary_aware": aware})
+    sampler = build_sampler(cfg, 12, hidden_dims={"video": 6, "audio": 6})
+    entered: set = set()
+    first_entries = 0
+    for step in range(12):
+        batch = _fake_batch(step)
+        batch.clip_index = batch.clip_index % 12  # 3 batches an epoch: clips come back with new keys
+        before = len(sampler.video_queue)
+        row = sampler.update(batch)
+        assert len(sampler.video_queue) == min(64, before + 4)
+        record = sampler.last_selection["video"]
+        if source == "official":  # the pool: the last 3 batches (fewer at the start), oldest first
+            assert record["keys"].shape[0] == 4 * min(3, step + 1)
+            assert int(record["step_added"].min()) == max(0, step - 2)
+        else:  # the batch + 8 bank keys of other clips, written in earlier steps
+            drawn = record["clip_index"][4:]
+            assert drawn.numel() == min(8, 4 * step) and not set(drawn.tolist()) & set(batch.clip_index.tolist())
+            assert bool((record["step_added"][4:] < step).all())
+            assert torch.equal(sampler.video_bank.step_added[batch.clip_index], torch.full((4,), step))
+        first_entries += _versions_entered(sampler, "video", entered)
+    assert row["video_sel_enter_share"] == pytest.approx(first_entries / (12 * 4))
+    # without awareness some keys are chosen twice; dictionary-aware k-means++ gives a key already in
+    # the dictionary (a centre) weight 0, so with 12 clips and 64 slots every key enters once
+    assert 0.25 < row["video_sel_enter_share"] <= 1.0
+    assert row["video_sel_enter_share"] < 1.0 or aware
+
+
 @pytest.mark.parametrize("embedding", sorted(EMBEDDINGS))
 @pytest.mark.parametrize("selector", sorted(SELECTORS))
 def test_active_pool_keeps_its_backlog_and_enqueues_each_key_at_most_once(embedding, selector):

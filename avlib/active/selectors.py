@@ -14,9 +14,10 @@ Selectors (``selector=...``):
   instead of once per pick (see :func:`_kmeanspp_rejection`); ``algorithm="plain"`` is the
   one-pass-per-pick reference; ``greedy_trials`` gives scikit-learn's greedy variant.
 * ``kcenter`` -- greedy farthest-point traversal (first uniform or ``first=``).
-* ``lloyd_nearest`` -- what the official CM-ACC code does: k-means (k-means++ seeds, then
-  ``lloyd_iters`` Lloyd iterations) and, for each centroid in turn, the nearest candidate not
-  yet taken.
+* ``lloyd_nearest`` -- what the official CM-ACC code does: k-means (seeds drawn with probability
+  proportional to the plain, not squared, distance to the nearest seed so far; then Lloyd
+  iterations until the assignment stops changing, capped at ``lloyd_iters``) and, for each
+  centroid in turn, the nearest candidate not yet taken.  ``seeding="d2"`` uses k-means++ seeds.
 * ``random`` -- uniform without replacement (the control).
 
 What this fixes relative to the official CM-ACC code: its k-means runs as Python loops over
@@ -342,16 +343,20 @@ def _farthest_picks(points: Points, k: int, generator, chosen: list[int], d: tor
 
 
 def _lloyd_dense(x: torch.Tensor, centroids: torch.Tensor, iters: int) -> torch.Tensor:
-    """``iters`` Lloyd iterations, vectorised: returns the final (K, D) centroids.
+    """Lloyd iterations until the assignment repeats, at most ``iters``: the final (K, D) centroids.
 
     Assignment: one (N, D) @ (D, K) product; update: ``index_add_`` of the rows into their
     centroid's sum.  An empty cluster keeps its previous centroid.
     """
     xn = (x * x).sum(dim=1)
+    previous = None
     for _ in range(iters):
         cn = (centroids * centroids).sum(dim=1)
         dist = kernels.sqdist_dense(x, xn, centroids, cn)  # (N, D) @ (D, K) -> (N, K)
         assign = dist.argmin(dim=1)
+        if previous is not None and torch.equal(assign, previous):
+            break  # converged: the update would reproduce the same centroids exactly
+        previous = assign
         counts = torch.bincount(assign, minlength=centroids.shape[0]).to(x.dtype)  # (K,)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # (K, D)
         keep = counts == 0
@@ -368,7 +373,7 @@ def _lloyd_factored(g: torch.Tensor, h: torch.Tensor, init: torch.Tensor, iters:
     Cost O(iters * K * N * D * H): fine for the pool sizes CM-ACC uses with BADGE embeddings,
     but the dense (key_grad / feature) path is the fast one.
     """
-    sqnorm = (g * g).sum(dim=1) * (h * h).sum(dim=1)  # (N,)
+    sqnorm = (g * g).sum(dim=1) * (h * h).sum(dim=1)  # (N,) |g_i h_i^T|_F^2
     centroids = g[init][:, :, None] * h[init][:, None, :]  # (K, D, 1) * (K, 1, H) -> (K, D, H)
 
     def distances(c: torch.Tensor) -> torch.Tensor:
@@ -381,8 +386,12 @@ def _lloyd_factored(g: torch.Tensor, h: torch.Tensor, init: torch.Tensor, iters:
         cn = (c * c).sum(dim=(1, 2))  # (K,)
         return (sqnorm[:, None] + cn[None, :] - 2.0 * inner).clamp_min_(0.0)
 
+    previous = None
     for _ in range(iters):
         assign = distances(centroids).argmin(dim=1)
+        if previous is not None and torch.equal(assign, previous):
+            break  # converged: the update would reproduce the same centroids exactly
+        previous = assign
         counts = torch.bincount(assign, minlength=centroids.shape[0]).to(g.dtype)
         onehot = torch.zeros(g.shape[0], centroids.shape[0], dtype=g.dtype, device=g.device)
         onehot[torch.arange(g.shape[0], device=g.device), assign] = 1.0
@@ -406,31 +415,75 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator | None = None,
     return assign, centroids
 
 
-def _nearest_untaken(dist: torch.Tensor) -> list[int]:
+def _nearest_untaken(dist: torch.Tensor, sqnorm: torch.Tensor, centroid_sqnorm: torch.Tensor, dim: int) -> list[int]:
     """For each centroid in order, the nearest candidate not taken by an earlier centroid.
 
-    ``dist`` (N, K).  K masked argmins over N (the loop is over centroids, not points).
+    ``dist`` (N, K) squared distances computed as |x|^2 + |c|^2 - 2 x.c from ``sqnorm`` (N,) and
+    ``centroid_sqnorm`` (K,) in ``dim`` dimensions.  K masked argmins over N (the loop is over
+    centroids, not points).  Tie rule: two distances closer than 4x the rounding bound of that formula
+    (dim * eps * (|x_a|^2 + |x_b|^2 + 2 |c|^2)) are tied, and the lowest index wins.  Ties are
+    structural here, not rare: a two-member cluster's centroid is their midpoint, equidistant from
+    both, so without a rule the pick follows the rounding (and differs between one and two
+    processes, or between CPUs).
     """
+    eps = torch.finfo(dist.dtype).eps
     dist = dist.clone()
     picks = []
     for j in range(dist.shape[1]):
-        i = int(dist[:, j].argmin().item())
+        column = dist[:, j]  # (N,)
+        best = int(column.argmin().item())
+        tolerance = 4 * dim * eps * (sqnorm + sqnorm[best] + 2 * centroid_sqnorm[j])  # (N,)
+        tied = column <= column[best] + tolerance
+        i = int(torch.nonzero(tied)[0].item())  # the lowest tied index
         picks.append(i)
         dist[i, :] = float("inf")
     return picks
 
 
-def _select_lloyd_nearest(points: Points, k: int, generator, lloyd_iters: int = 10) -> list[int]:
-    """The official CM-ACC selection, vectorised: k-means then the nearest untaken candidate."""
+def _seed_by_distance(points: Points, k: int, generator) -> list[int]:
+    """k seeds: the first uniform, each next one with probability proportional to the plain (not
+    squared) distance to the nearest seed so far -- the seeding of the official CM-ACC code's k-means."""
+    chosen = [_first(points, None, generator)]
+    d = _exact_d2(points, chosen[0])  # (N,) squared distances
+    while len(chosen) < k:
+        weight = d.double().clamp_min(0).sqrt()
+        cum = weight.cumsum(0)
+        total = cum[-1].item()
+        if total <= 0.0:
+            return _fill_uniform(chosen, points.n, k, generator)
+        i = int(kernels.inverse_cdf(cum, _rand(1, generator, points.device) * total).item())
+        if weight[i] <= 0:  # a zero-width interval hit by rounding: draw again
+            continue
+        chosen.append(i)
+        d = points.min_update(points.take([i]), d)
+        d[i] = 0.0
+    return chosen
+
+
+def _select_lloyd_nearest(points: Points, k: int, generator, lloyd_iters: int = 100,
+                          seeding: str = "distance") -> list[int]:
+    """The official CM-ACC selection, vectorised: k-means then the nearest untaken candidate.
+
+    As the official code runs it: seeds by plain distance (``seeding="distance"``), then Lloyd to
+    convergence.  The cap ``lloyd_iters`` is ours (the official loop has none); at the pool sizes
+    used here (<= 4 x 256 candidates) convergence takes far fewer than 100 iterations.
+    """
     if not (isinstance(lloyd_iters, (int, np.integer)) and lloyd_iters >= 0):
         raise ValueError(f"lloyd_iters must be an int >= 0, got {lloyd_iters!r}")
-    init = torch.as_tensor(_kmeanspp_rejection(points, k, generator), device=points.device)
+    if seeding not in ("distance", "d2"):
+        raise ValueError(f"seeding must be 'distance' (the official code's) or 'd2' (k-means++), got {seeding!r}")
+    seeds = _seed_by_distance(points, k, generator) if seeding == "distance" else _kmeanspp_rejection(points, k, generator)
+    init = torch.as_tensor(seeds, device=points.device)
     if points.is_factored:
-        _, dist = _lloyd_factored(points.g, points.h, init, int(lloyd_iters))
+        centroids, dist = _lloyd_factored(points.g, points.h, init, int(lloyd_iters))
+        centroid_sqnorm = (centroids * centroids).sum(dim=(1, 2))  # (K,)
+        dim = points.g.shape[1] * points.h.shape[1]
     else:
         centroids = _lloyd_dense(points.x, points.x[init], int(lloyd_iters))
-        dist = kernels.sqdist_dense(points.x, points.sqnorm, centroids, (centroids * centroids).sum(dim=1))
-    return _nearest_untaken(dist)
+        centroid_sqnorm = (centroids * centroids).sum(dim=1)  # (K,)
+        dist = kernels.sqdist_dense(points.x, points.sqnorm, centroids, centroid_sqnorm)  # (N, D) @ (D, K) -> (N, K)
+        dim = points.x.shape[1]
+    return _nearest_untaken(dist, points.sqnorm, centroid_sqnorm, dim)
 
 
 def _select_random(points: Points, k: int, generator) -> list[int]:
@@ -448,7 +501,7 @@ SELECTORS: dict[str, Callable[..., list[int]]] = {
 _OPTIONS = {
     "kmeanspp": ["algorithm", "bounds", "first", "greedy_trials", "max_buffer", "min_accept", "refresh_every"],
     "kcenter": ["first"],
-    "lloyd_nearest": ["lloyd_iters"],
+    "lloyd_nearest": ["lloyd_iters", "seeding"],
     "random": [],
 }
 
@@ -530,7 +583,9 @@ def select(embeddings, k: int, selector: str = "kmeanspp", generator: torch.Gene
             ``min_accept`` (refresh when the acceptance rate drops below it, default 0.5),
             ``max_buffer`` (proposals per round, default 256), ``bounds`` ("auto", "bf16" or
             "fp32": precision of the bounds refresh, never of the result), ``first`` (index of the first centre);
-            kcenter: ``first``; lloyd_nearest: ``lloyd_iters`` (default 10); random: none.
+            kcenter: ``first``; lloyd_nearest: ``lloyd_iters`` (cap on the Lloyd iterations, run to
+            convergence, default 100) and ``seeding`` ("distance", the official code's, default; or "d2");
+            random: none.
 
     Raises:
         ValueError: bad ``embeddings`` (shape, dtype, non-finite), ``k``, ``selector`` or option.

@@ -6,31 +6,38 @@ represented by an embedding (``active_embedding``: ``key_grad``, ``badge`` or ``
 selector (``active_selector``: ``kmeanspp``, ``kcenter``, ``lloyd_nearest`` or ``random``) picks a
 diverse, informative subset (``avlib.active.select``).
 
-Candidate sources (``active_candidates``).  The dictionary takes B keys a step (B = the batch), so
-by conservation a choice is only real if more than B candidates arrive per step and the rest are
-rejected for good.
+Candidate sources (``active_candidates``).  The dictionary takes keys at the rate they arrive, so
+by conservation a choice is only real if a step considers more candidates than it enqueues and the
+rest do not enter later (the first sampler enqueued B of a backlog each step: 83% of all keys entered
+with k-means++ and 85% with a random selector -- its choice was a delay).  Every source reports what
+it does (``SelectionTally``: ``enter_share``, ``mean_age_steps``, ``unique_clip_share``,
+``duplicate_share``), each candidate key counted once:
 
-- ``fresh``: the batch's B keys plus ``(active_candidate_factor - 1) x B`` extra training
-  clips drawn each step (seeded by (seed, step), the same on every rank) and encoded by the momentum
-  encoder under ``no_grad``, as fresh as the batch; B of the ``factor x B`` candidates enter and the
-  others are dropped, so at most 1/factor of all considered keys enter (``enter_share``).  Cost: the
-  extra clips' loading and momentum forward passes.
-- ``backlog`` (default until the main job's gains are measured with ``fresh``): the dynamics below.  Measured (issue 16): 83% of arriving keys entered with
-  k-means++ and 85% with ``active_selector=random``: what is not chosen waits and mostly enters
-  later, so the choice there is a delay more than a selection.
+- ``batch`` (default): the candidates are the batch's B fresh keys; ``B // active_candidate_factor``
+  of them enter, the others are dropped for good (enter_share = 1/factor, no extra encoding).  The
+  dictionary then turns over ``factor`` times more slowly: its keys are that many steps older.
+- ``fresh``: the batch's B keys plus ``(active_candidate_factor - 1) x B`` extra training clips drawn
+  each step (seeded by (seed, step), the same on every rank) and encoded by the momentum encoder
+  under ``no_grad``, as fresh as the batch; B of the ``factor x B`` candidates enter, the others are
+  dropped (enter_share = 1/factor).  Cost: loading and encoding the extra clips.
+- ``bank``: a dataset-size bank of every clip's latest momentum key (written when the clip is in a
+  batch); the candidates are the batch's B keys plus ``(factor - 1) x B`` bank keys of other clips,
+  and B enter.  No extra encoding, but bank keys are up to an epoch old (``mean_age_steps``) and a
+  key rejected today can be drawn and enter later, so its enter_share is not bounded by 1/factor.
+- ``backlog`` (the first sampler): a pool keeps P - B unchosen candidates (P = ``active_pool_factor``
+  x B); each step the B new keys join them, candidates older than a dictionary key lives
+  (``dictionary_size / B`` steps, at least P / B) are dropped, and the selector picks as many as keep
+  the backlog at P - B.  Nothing enters while the backlog first fills.
+- ``official`` (the official CM-ACC code's dynamics, the faithful comparison): a FIFO pool of the
+  last ``active_pool_factor`` batches' keys, the new one included; B of them enter each step and the
+  chosen keys STAY in the pool, so one key can enter the dictionary more than once
+  (``duplicate_share``).  The study's ``active_official`` runs it with ``lloyd_nearest``.
 
-``active_dictionary_aware`` (beyond the paper): the keys already in the dictionary count as chosen
-centres of k-means++/k-center (``avlib.active.select(..., centers=...)``), so a candidate close to
-what the dictionary holds is unlikely to be picked; per-step seeding alone spreads the picks among
-themselves but not away from the dictionary.
-
-Pool dynamics (``backlog``).  A key that enters the dictionary leaves the pool (no key is enqueued twice), so a
-real choice needs a backlog: the pool keeps P - B unchosen candidates (P = ``active_pool_factor`` x
-batch B).  Each step the B new keys join them, candidates older than the dictionary's own key
-lifetime (``dictionary_size / B`` steps, at least P / B) are dropped as stale, and the selector picks as many as
-keep the backlog at P - B: B out of P in the steady state (fewer when stale keys were dropped).
-While the backlog first fills (the first P/B - 1 steps) nothing is enqueued and the loss uses the
-in-batch negatives only, as any queue does while it warms up.
+``active_dictionary_aware`` (beyond the paper): the keys that stay in the dictionary after this
+step's enqueue count as already-chosen centres of k-means++/k-center (``avlib.active.select(...,
+centers=...)``), embedded like the candidates, so a candidate close to what the dictionary holds is
+unlikely to be picked; per-step seeding alone spreads the picks among themselves, not away from the
+dictionary.
 
 The selection is cross-modal, as in the paper: audio candidates (the dictionary that serves VIDEO
 queries) are embedded through the video->audio loss, i.e. against the batch's video queries, and
@@ -48,7 +55,8 @@ from avlib.samplers.base import QueueSampler, StepBatch, register
 
 
 class CandidatePool(torch.nn.Module):
-    """Unchosen candidate keys with their projection-layer inputs, clip indices and arrival step."""
+    """Candidate keys kept between steps (``backlog``, ``official``), oldest first, with their
+    projection-layer inputs, clip indices, arrival step and whether they entered the dictionary."""
 
     def __init__(self, capacity: int, dim: int, hidden_dim: int):
         super().__init__()
@@ -58,18 +66,8 @@ class CandidatePool(torch.nn.Module):
         self.register_buffer("pre_norm", torch.ones(capacity))  # (P,) |W h| before normalisation (badge)
         self.register_buffer("clip_index", torch.full((capacity,), -1, dtype=torch.long))  # (P,)
         self.register_buffer("step_added", torch.full((capacity,), -1, dtype=torch.long))  # (P,)
+        self.register_buffer("entered", torch.zeros(capacity, dtype=torch.bool))  # (P,) entered once already
         self.register_buffer("size", torch.zeros((), dtype=torch.long))
-
-    def with_batch(self, keys, hidden, pre_norm, clip_index, step: int) -> dict[str, torch.Tensor]:
-        """The current candidates followed by a new batch (n + B rows each)."""
-        n = int(self.size)
-        return {
-            "keys": torch.cat([self.keys[:n], keys]),
-            "hidden": torch.cat([self.hidden[:n], hidden]),
-            "pre_norm": torch.cat([self.pre_norm[:n], pre_norm]),
-            "clip_index": torch.cat([self.clip_index[:n], clip_index]),
-            "step_added": torch.cat([self.step_added[:n], torch.full_like(clip_index, step)]),
-        }
 
     def keep(self, candidates: dict[str, torch.Tensor]) -> None:
         n = candidates["keys"].shape[0]
@@ -79,88 +77,137 @@ class CandidatePool(torch.nn.Module):
         self.size.fill_(n)
 
 
+class KeyBank(torch.nn.Module):
+    """Every clip's latest momentum key (``bank`` source), with its projection input and write step."""
+
+    def __init__(self, clips: int, dim: int, hidden_dim: int):
+        super().__init__()
+        self.register_buffer("keys", torch.zeros(clips, dim))  # (N, D)
+        self.register_buffer("hidden", torch.zeros(clips, hidden_dim))  # (N, H)
+        self.register_buffer("pre_norm", torch.ones(clips))  # (N,)
+        self.register_buffer("step_added", torch.full((clips,), -1, dtype=torch.long))  # (N,) -1 = never written
+        self.register_buffer("entered", torch.zeros(clips, dtype=torch.bool))  # (N,) this version entered already
+
+    def draw(self, count: int, exclude: torch.Tensor, generator) -> torch.Tensor:
+        """Up to ``count`` distinct written clips not in ``exclude``, uniformly (the step's generator)."""
+        eligible = self.step_added >= 0
+        eligible[exclude] = False
+        clips = torch.nonzero(eligible).flatten()  # (E,)
+        order = torch.randperm(clips.numel(), generator=generator,
+                               device=generator.device if generator is not None else "cpu").to(clips.device)
+        return clips[order[:count]]
+
+    def rows(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"keys": self.keys[clips], "hidden": self.hidden[clips], "pre_norm": self.pre_norm[clips],
+                "clip_index": clips, "step_added": self.step_added[clips], "entered": self.entered[clips]}
+
+    def write(self, candidates: dict[str, torch.Tensor]) -> None:
+        clips = candidates["clip_index"]
+        for name in ("keys", "hidden", "pre_norm", "step_added", "entered"):
+            getattr(self, name)[clips] = candidates[name].to(getattr(self, name).dtype)
+
+
 @register("active")
 class ActiveQueueSampler(QueueSampler):
+    SOURCES = ("batch", "fresh", "bank", "backlog", "official")
+
     def __init__(self, cfg, facts, hidden_dims: dict[str, int]):
         super().__init__(cfg, facts, hidden_dims)
-        self.backlog = (cfg.active_pool_factor - 1) * cfg.batch_size  # P - B unchosen candidates kept
-        # a candidate is dropped once older than a dictionary key lives (never before the backlog can fill)
+        self.source = cfg.active_candidates
+        assert self.source in self.SOURCES, self.source  # validated by PretrainConfig
+        # backlog / official: candidates kept between steps (P - B of them)
+        self.backlog = (cfg.active_pool_factor - 1) * cfg.batch_size
+        # backlog: a candidate is dropped once older than a dictionary key lives (never before the backlog can fill)
         self.max_age = max(cfg.active_pool_factor, cfg.dictionary_size // cfg.batch_size)
-        if cfg.active_candidates == "backlog":
+        if self.source in ("backlog", "official"):
             self.video_pool = CandidatePool(self.backlog, cfg.embedding_dim, hidden_dims["video"])
             self.audio_pool = CandidatePool(self.backlog, cfg.embedding_dim, hidden_dims["audio"])
+        if self.source == "bank":
+            self.video_bank = KeyBank(facts.num_clips, cfg.embedding_dim, hidden_dims["video"])
+            self.audio_bank = KeyBank(facts.num_clips, cfg.embedding_dim, hidden_dims["audio"])
         # the last update's candidates and choice per modality (for snapshots; not state: never checkpointed)
         self.last_selection: dict[str, dict[str, torch.Tensor]] = {}
         self._entered_ages: dict[str, torch.Tensor] = {}
         self._considered: dict[str, int] = {}
 
     def considered_this_step(self, batch: StepBatch, modality: str) -> tuple[int, torch.Tensor]:
-        """New candidates this step (fresh: all F of them; backlog: the batch's B, which then wait in
-        the pool), each counted once, and the ages of those that entered."""
+        """Candidate keys first considered this step (fresh: all F of them; the other sources: the
+        batch's B, the only new keys), and the ages of the keys that entered for the first time."""
         return self._considered.pop(modality), self._entered_ages.pop(modality)
 
     def selection_record(self) -> dict | None:
         return self.last_selection or None
 
     def extra_candidates(self) -> int:
-        return (self.cfg.active_candidate_factor - 1) * self.cfg.batch_size if self.cfg.active_candidates == "fresh" else 0
+        return (self.cfg.active_candidate_factor - 1) * self.cfg.batch_size if self.source == "fresh" else 0
 
     def keys_to_enqueue(self, batch: StepBatch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The candidates of ``modality`` that enter its dictionary this step."""
-        if self.cfg.active_candidates == "fresh":
-            return self._choose_fresh(batch, modality)
-        return self._choose_from_backlog(batch, modality)
-
-    def _choose_fresh(self, batch: StepBatch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """B of the batch's keys and the step's extra candidates enter; the rest are rejected."""
-        keys = torch.cat([getattr(batch.keys, modality), getattr(batch.candidates, modality)])  # (F, D)
-        candidates = {
-            "keys": keys, "hidden": torch.cat([getattr(batch.keys, f"{modality}_hidden"),
-                                               getattr(batch.candidates, f"{modality}_hidden")]),
-            "pre_norm": torch.cat([_pre_norm(batch.keys, modality), _pre_norm(batch.candidates, modality)]),
-            "clip_index": torch.cat([batch.clip_index, batch.candidate_clip_index]),
-            "step_added": torch.full((keys.shape[0],), batch.step, dtype=torch.long, device=keys.device),
-        }
-        count = batch.keys.video.shape[0]
-        chosen = self._select(batch, modality, candidates, count)
-        entered = torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)
-        entered[chosen] = True
-        self._remember(modality, candidates, entered)
-        self._considered[modality] = keys.shape[0]
-        self._entered_ages[modality] = torch.zeros(count)
-        return keys[chosen], candidates["clip_index"][chosen]
-
-    def _choose_from_backlog(self, batch: StepBatch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The candidates of ``modality`` (pool + new batch) that enter its dictionary this step."""
+        """The candidates of ``modality`` that enter its dictionary this step (module docstring)."""
+        new = _batch_candidates(batch.keys, modality, batch.clip_index, batch.step)
+        size = new["keys"].shape[0]
+        factor = self.cfg.active_candidate_factor
+        self._considered[modality] = size
+        if self.source == "batch":
+            return self._choose(batch, modality, new, max(1, size // factor))
+        if self.source == "fresh":
+            extra = _batch_candidates(batch.candidates, modality, batch.candidate_clip_index, batch.step)
+            candidates = {name: torch.cat([new[name], extra[name]]) for name in new}
+            self._considered[modality] = candidates["keys"].shape[0]
+            return self._choose(batch, modality, candidates, size)
+        if self.source == "bank":
+            bank = self.video_bank if modality == "video" else self.audio_bank
+            drawn = bank.rows(bank.draw((factor - 1) * size, batch.clip_index, batch.generator))
+            candidates = {name: torch.cat([new[name], drawn[name]]) for name in new}
+            return self._choose(batch, modality, candidates, size, keep=bank)
         pool = self.video_pool if modality == "video" else self.audio_pool
-        candidates = pool.with_batch(getattr(batch.keys, modality), getattr(batch.keys, f"{modality}_hidden"),
-                                     _pre_norm(batch.keys, modality), batch.clip_index, batch.step)
-        fresh = batch.step - candidates["step_added"] < self.max_age
-        candidates = {name: values[fresh] for name, values in candidates.items()}
-        count = candidates["keys"].shape[0] - self.backlog
-        self._considered[modality] = batch.keys.video.shape[0]
-        if count <= 0:  # the backlog is still filling: nothing enters yet
-            self._remember(modality, candidates, torch.zeros_like(candidates["clip_index"], dtype=torch.bool))
-            self._entered_ages[modality] = torch.zeros(0)
-            pool.keep(candidates)
-            return candidates["keys"][:0], candidates["clip_index"][:0]
-        chosen = self._select(batch, modality, candidates, count)
+        candidates = {name: torch.cat([getattr(pool, name)[: int(pool.size)], new[name]]) for name in new}
+        if self.source == "official":  # B of the pool + batch from the first step on; chosen keys stay
+            return self._choose(batch, modality, candidates, min(size, candidates["keys"].shape[0]), keep=pool)
+        recent = batch.step - candidates["step_added"] < self.max_age  # backlog: drop stale candidates
+        candidates = {name: values[recent] for name, values in candidates.items()}
+        return self._choose(batch, modality, candidates, candidates["keys"].shape[0] - self.backlog, keep=pool)
+
+    def _choose(self, batch: StepBatch, modality: str, candidates: dict[str, torch.Tensor], count: int,
+                keep=None):
+        """Select ``count`` candidates, record what entered (first entries only), update the source's
+        state (``keep``: the pool or bank) and return the chosen (keys, clip indices)."""
         keys = candidates["keys"]
-        remaining = torch.ones(keys.shape[0], dtype=torch.bool, device=keys.device)
-        remaining[chosen] = False
-        self._remember(modality, candidates, ~remaining)
-        self._entered_ages[modality] = (batch.step - candidates["step_added"][chosen]).cpu()
-        pool.keep({name: values[remaining] for name, values in candidates.items()})
+        chosen = torch.zeros(keys.shape[0], dtype=torch.bool, device=keys.device)
+        if count > 0:
+            chosen[self._select(batch, modality, candidates, count)] = True
+        first_entry = chosen & ~candidates["entered"]
+        self._entered_ages[modality] = (batch.step - candidates["step_added"][first_entry]).cpu()
+        self.last_selection[modality] = {"keys": keys, "clip_index": candidates["clip_index"],
+                                         "step_added": candidates["step_added"], "chosen": chosen}
+        candidates = dict(candidates, entered=candidates["entered"] | chosen)
+        if self.source == "backlog":  # the chosen leave the pool, the rest wait
+            keep.keep({name: values[~chosen] for name, values in candidates.items()})
+        elif self.source == "official":  # everything stays; the oldest batch leaves (FIFO of batches)
+            keep.keep({name: values[-self.backlog:] for name, values in candidates.items()})
+        elif self.source == "bank":  # the batch's new versions and the drawn keys' entered flags
+            keep.write(candidates)
         return keys[chosen], candidates["clip_index"][chosen]
+
+    def _surviving_dictionary(self, modality: str, count: int) -> torch.Tensor:
+        """The keys of ``modality``'s dictionary that an enqueue of ``count`` keys leaves in place (M, D)."""
+        queue = self.dictionaries()[modality]
+        keys, _ = queue.valid()
+        n = keys.shape[0]
+        if n + count <= queue.size:
+            return keys
+        overwritten = (int(queue.pointer) + torch.arange(count, device=keys.device)) % queue.size
+        survives = torch.ones(n, dtype=torch.bool, device=keys.device)
+        survives[overwritten[overwritten < n]] = False
+        return keys[survives]
 
     def _select(self, batch: StepBatch, modality: str, candidates: dict[str, torch.Tensor], count: int):
         """``count`` indices into the candidates: their embeddings (``active_embedding``), then the
-        selector, beside the dictionary's keys as centres when ``active_dictionary_aware``."""
+        selector, beside the surviving dictionary keys as centres when ``active_dictionary_aware``."""
         other = "audio" if modality == "video" else "video"
         queries = getattr(batch.queries, other).detach()  # (B, D): the queries this dictionary serves
         keys, hidden = candidates["keys"], candidates["hidden"]
         aware = self.cfg.active_dictionary_aware and self.cfg.active_selector in ("kmeanspp", "kcenter")
-        held = self.dictionaries()[modality].valid()[0] if aware else keys[:0]  # (M, D)
+        held = self._surviving_dictionary(modality, count) if aware else keys[:0]  # (M, D)
         if aware and self.cfg.active_embedding == "badge":
             raise ValueError("active_dictionary_aware needs the dictionary keys' projection inputs for badge; "
                              "use active_embedding='key_grad' or 'feature'")
@@ -179,14 +226,19 @@ class ActiveQueueSampler(QueueSampler):
         else:
             embedding = candidate_embedding(name, pool_keys=points)
         n = keys.shape[0]
-        if not aware:
-            return select(embedding, count, self.cfg.active_selector, generator=batch.generator)  # (count,)
+        if not aware or held.shape[0] == 0:
+            return select(embedding if not aware else embedding[:n], count, self.cfg.active_selector,
+                          generator=batch.generator)  # (count,)
         return select(embedding[:n], count, self.cfg.active_selector, generator=batch.generator,
                       centers=embedding[n:])
 
-    def _remember(self, modality: str, candidates: dict[str, torch.Tensor], chosen: torch.Tensor) -> None:
-        self.last_selection[modality] = {"keys": candidates["keys"], "clip_index": candidates["clip_index"],
-                                         "step_added": candidates["step_added"], "chosen": chosen}
+
+def _batch_candidates(embeddings, modality: str, clip_index: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    """One batch of momentum keys as candidates (B rows each), none of them entered yet."""
+    keys = getattr(embeddings, modality)
+    return {"keys": keys, "hidden": getattr(embeddings, f"{modality}_hidden"), "pre_norm": _pre_norm(embeddings, modality),
+            "clip_index": clip_index, "step_added": torch.full_like(clip_index, step),
+            "entered": torch.zeros_like(clip_index, dtype=torch.bool)}
 
 
 def _pre_norm(embeddings, modality: str) -> torch.Tensor:
