@@ -38,8 +38,9 @@ the training clips at a fixed number of epochs).
 The conditions below ask whether the methods' claims survive the structure of real video
 (``avlib.data.synthetic``: imbalance, near-duplicate clips, unsynchronised sound), and whether
 the robust and label-aware results hold without the shortcuts of the first study (evaluation is
-clean, labels come from k-means).  Each runs **5 seeds** by default (0..4): the first study's
-3 seeds left most comparisons unresolved ("seeds to resolve" in the report was often 5 or more).
+clean, labels come from k-means).  Each runs **5 seeds** by default (0..4): with 3 seeds, 17 of
+the 24 comparisons in ``reports/REPORT.md`` were unresolved, and their "seeds to resolve" were 9 or
+more; 5 seeds narrow the std of a mean by a further sqrt(5/3) = 1.3x without doubling the cost.
 The queue methods are ``random``, ``active`` (the default candidate source), ``active_aware``
 (``active_dictionary_aware=True``: the dictionary's keys count as chosen centres; its selection
 costs ~50 ms against ~22 ms per step in ``reports/bench_train_step.md``, so ~1.1 units) and
