@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avlib.losses.instance import agreement_weights, instance_nce, neighbour_targets
+from avlib.losses.instance import (agreement_weights, bank_agreement_weights, instance_nce, neighbour_targets,
+                                   slot_agreement, standardised_agreement)
 
 TAU = 0.5
 # two queries in 2-D; query 0 = e0, query 1 = e1
@@ -118,6 +119,36 @@ def test_agreement_weights_are_monotone_floored_and_standardised():
     assert torch.allclose(agreement_weights(agreement, 1.0, 1.0), torch.ones(3))
     shifted = agreement_weights(torch.tensor([0.0]), 0.3, 1.0, reference=torch.tensor([0.0, 2.0]))
     assert shifted.item() == pytest.approx(0.3 + 0.7 / (1 + math.e))
+
+
+def _slots(cosines):
+    """Unit video and audio slots in 2-D whose per-clip cosine is ``cosines``: video = e0, audio at angle acos(c)."""
+    c = torch.as_tensor(cosines, dtype=torch.float64)
+    video = torch.stack([torch.ones_like(c), torch.zeros_like(c)], dim=1)
+    audio = torch.stack([c, (1 - c ** 2).sqrt()], dim=1)
+    return video, audio
+
+
+def test_bank_agreement_weights_judge_a_clip_against_every_training_clips_slots():
+    # six training clips; clips 4 and 5 disagree (faulty pairs), the others agree well
+    cosines = [0.9, 0.8, 0.85, 0.95, -0.2, 0.0]
+    video_bank, audio_bank = _slots(cosines)
+    assert torch.allclose(slot_agreement(video_bank, audio_bank), torch.tensor(cosines, dtype=torch.float64))
+    reference = torch.tensor(cosines, dtype=torch.float64)
+    mean, std = reference.mean().item(), reference.std(unbiased=False).item()
+    # a batch holding only clips 0 and 4: each weight is the floored sigmoid of its dataset-wide z-score
+    batch = torch.tensor([0, 4])
+    weights = bank_agreement_weights(video_bank[batch], audio_bank[batch], video_bank, audio_bank,
+                                     floor=0.3, sharpness=0.5)
+    for weight, cosine in zip(weights.tolist(), (0.9, -0.2)):
+        assert weight == pytest.approx(0.3 + 0.7 / (1 + math.exp(-(cosine - mean) / (0.5 * std))))
+    # a batch of the two faulty clips only: the dataset says both are faulty (below halfway); a batch
+    # z-score of the same two clips would call the better of them "typical" and give it more than half
+    faulty = torch.tensor([4, 5])
+    from_bank = bank_agreement_weights(video_bank[faulty], audio_bank[faulty], video_bank, audio_bank, 0.3, 1.0)
+    from_batch = agreement_weights(slot_agreement(video_bank[faulty], audio_bank[faulty]), 0.3, 1.0)
+    assert bool((from_bank < 0.3 + 0.35).all()) and from_batch[1].item() > 0.3 + 0.35
+    assert standardised_agreement(torch.tensor([3.0]), torch.tensor([1.0, 3.0])).item() == pytest.approx(1.0)
 
 
 def test_instance_nce_gradient_flows_to_queries_only_through_the_loss():

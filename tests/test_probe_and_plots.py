@@ -3,7 +3,7 @@
 import numpy as np
 
 from avlib.analysis.plots import plot_clip, plot_confusion, plot_training_curves, probe_table
-from avlib.eval.probe import knn_probe, linear_probe
+from avlib.eval.probe import class_scores, knn_probe, linear_probe, per_class_recall, tail_classes
 
 
 def blobs(n_per_class, classes, dim, spread, seed, centre_seed=0):
@@ -49,3 +49,27 @@ def test_probe_table_shows_the_gain_in_points():
     base = {"video": {"linear": 0.5, "knn": 0.5}, "audio": {"linear": 0.5, "knn": 0.5}}
     table = probe_table(probe, base)
     assert "| video | linear | 0.900 | 0.500 | +40.0 |" in table
+
+
+def test_balanced_accuracy_is_the_mean_recall_and_differs_from_accuracy_on_imbalanced_test_clips():
+    # 8 clips of class 0 (all right), 2 of class 1 (one right), 2 of class 2 (none right)
+    labels = np.array([0] * 8 + [1, 1] + [2, 2])
+    predictions = np.array([0] * 8 + [1, 0] + [0, 1])
+    assert (predictions == labels).mean() == 9 / 12  # accuracy
+    assert per_class_recall(predictions, labels, 4)[:3].tolist() == [1.0, 0.5, 0.0]
+    assert np.isnan(per_class_recall(predictions, labels, 4)[3])  # class 3 has no test clips
+    scores = class_scores(predictions, labels, 4, tail=[2, 3])
+    assert scores["balanced"] == 0.5  # (1 + 0.5 + 0) / 3: the class without clips does not count
+    assert scores["tail"] == 0.0  # class 2's recall; class 3 has no clips
+    assert class_scores(predictions, labels, 4, tail=[3])["tail"] is None
+
+
+def test_the_tail_is_the_rarest_third_by_training_clips_with_ties_to_the_higher_index():
+    # imbalanced: class 1 has 1 training clip, class 4 has 2, class 0 has 3, the rest 10
+    train_labels = np.repeat(np.arange(6), [3, 1, 10, 10, 2, 10])
+    assert tail_classes(train_labels, 6).tolist() == [1, 4]  # round(6 / 3) = 2 rarest classes
+    # balanced: every count ties, so the tail is the last third of the class indices
+    assert tail_classes(np.repeat(np.arange(10), 5), 10).tolist() == [7, 8, 9]
+    assert tail_classes(np.repeat(np.arange(3), 5), 3).tolist() == [2]
+    # a class with no training clip at all is the rarest
+    assert tail_classes(np.array([0, 0, 2, 2]), 3).tolist() == [1]

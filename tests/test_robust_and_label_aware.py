@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avlib.config import PretrainConfig
+from avlib.config import ConfigError, PretrainConfig
 from avlib.models.encoders import Embeddings
 from avlib.samplers import ClipFacts, StepBatch, build_sampler
 from avlib.samplers.label_aware import LabelAwareSampler, purity
@@ -90,6 +90,53 @@ def test_robust_xid_switches_on_after_warmup_and_its_weights_single_out_faulty_p
     assert summary["weight_final_min"] >= cfg.weight_floor
     clean = build_sampler(cfg, _facts(corrupted=torch.zeros(24, dtype=torch.bool)), {"video": HIDDEN, "audio": HIDDEN})
     assert "bank_agreement_auroc" not in clean.summary(), "no corrupted pairs: no AUROC (JSON has no NaN)"
+
+
+def test_bank_weight_source_scores_clips_by_their_bank_slots_against_every_training_clip():
+    from avlib.losses.instance import bank_agreement_weights
+
+    corrupted = torch.zeros(24, dtype=torch.bool)
+    corrupted[::4] = True
+    cfg = _config("robust_xid", robust_warmup_epochs=1, bank_negatives=16, soft_target_neighbors=2,
+                  robust_weight_source="bank")
+    sampler = build_sampler(cfg, _facts(corrupted=corrupted), {"video": HIDDEN, "audio": HIDDEN})
+    steps_per_epoch = 24 // BATCH
+    for step in range(2 * steps_per_epoch):
+        clips = torch.arange(step % steps_per_epoch * BATCH, (step % steps_per_epoch + 1) * BATCH)
+        batch = _batch(step, clips, aligned=~corrupted[clips])
+        if step >= steps_per_epoch:  # the weights come from the banks as they stand before this step's update
+            train = torch.arange(24)
+            expected = bank_agreement_weights(sampler.video_bank.keys_of(clips), sampler.audio_bank.keys_of(clips),
+                                              sampler.video_bank.keys_of(train), sampler.audio_bank.keys_of(train),
+                                              cfg.weight_floor, cfg.weight_sharpness)
+            assert torch.allclose(sampler.positive_weights(batch), expected)
+        loss, diagnostics = sampler.loss(batch)
+        assert torch.isfinite(loss)
+        if step >= steps_per_epoch:
+            assert diagnostics["weight_corrupted"] < diagnostics["weight_clean"]
+        sampler.update(batch)
+        if step >= steps_per_epoch:
+            assert torch.allclose(sampler.last_weight[clips], expected), "update records the weights the loss used"
+    summary = sampler.summary()
+    assert summary["weight_auroc"] == 1.0 and summary["bank_agreement_auroc"] == 1.0
+    assert summary["batch_agreement_auroc"] == 1.0  # the batch score of every clip is kept too
+    with pytest.raises(ConfigError, match="robust_weight_source"):
+        _config("robust_xid", robust_weight_source="memory")
+
+
+def test_plain_xid_reports_both_scores_aurocs_but_no_weights():
+    corrupted = torch.zeros(24, dtype=torch.bool)
+    corrupted[1::3] = True
+    sampler = build_sampler(_config("xid", bank_negatives=16), _facts(corrupted=corrupted),
+                            {"video": HIDDEN, "audio": HIDDEN})
+    for step in range(24 // BATCH):
+        clips = torch.arange(step * BATCH, (step + 1) * BATCH)
+        batch = _batch(step, clips, aligned=~corrupted[clips])
+        sampler.loss(batch)
+        sampler.update(batch)
+    summary = sampler.summary()
+    assert summary["bank_agreement_auroc"] == 1.0 and summary["batch_agreement_auroc"] == 1.0
+    assert "weight_auroc" not in summary
 
 
 @pytest.mark.parametrize("space", ["within", "cross", "both"])

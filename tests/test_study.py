@@ -10,9 +10,9 @@ import math
 
 import pytest
 
-from avlib.config import ConfigError
+from avlib.config import ConfigError, PretrainConfig
 from avlib.study import CONDITIONS, DEFAULT_SEEDS
-from avlib.study.conditions import STUDY_BASE
+from avlib.study.conditions import FIVE_SEEDS, STUDY_BASE
 from avlib.study.main import main, run_study
 from avlib.study.report import Comparison, combine
 from avlib.study.run import parse_overrides, plan_runs
@@ -56,6 +56,7 @@ def test_the_report_has_every_section_and_table(study):
         assert {p.name for p in kept.iterdir()} == {"config.json", "summary.json", "study_run.json"}
         assert f"(study/runs/samplers/{method}_seed0/config.json)" in text
     assert "| *random init* | 1 |" in text
+    assert "| method | seeds | video linear acc. | video linear balanced | video linear tail |" in text
     assert "untested (fewer than 2 seeds)" in text  # one seed: the findings refuse to judge
     assert "Packages (uv.lock): torch" in text and "Machine: " in text
     study_dir = root / "reports" / "study"
@@ -104,12 +105,28 @@ def test_a_bad_condition_names_the_valid_ones(tmp_path, capsys):
     assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 
+def _official_candidates_accepted() -> bool:
+    """Whether this checkout's config knows ``active_candidates="official"`` (added on main in parallel)."""
+    try:
+        PretrainConfig(active_candidates="official")
+        return True
+    except ConfigError:
+        return False
+
+
+def _runnable(condition) -> list[str]:
+    """The condition's variants whose parameters this checkout accepts: all, once "official" candidates exist."""
+    return [v.name for v in condition.variants
+            if _official_candidates_accepted() or v.params.get("active_candidates") != "official"]
+
+
 def test_every_condition_plans_valid_runs_and_refuses_overriding_what_it_sets(tmp_path):
     for condition in CONDITIONS.values():
-        runs = plan_runs(condition, tmp_path, DEFAULT_SEEDS)  # every run's PretrainConfig validates
-        assert len(runs) == len(condition.variants) * len(DEFAULT_SEEDS)
+        names = _runnable(condition)
+        runs = plan_runs(condition, tmp_path, DEFAULT_SEEDS, variant_names=names)  # every PretrainConfig validates
+        assert len(runs) == len(names) * len(DEFAULT_SEEDS)
         assert len({r.run_dir for r in runs}) == len(runs)
-        assert sum(r.downstream for r in runs) == len(condition.variants)
+        assert sum(r.downstream for r in runs) == len(names)
     with pytest.raises(ConfigError, match="faulty_pair_rate"):
         plan_runs(CONDITIONS["faulty_pair_rate"], tmp_path, (0,), overrides={"faulty_pair_rate": 0.1})
     with pytest.raises(ConfigError, match="no variant 'nope'"):
@@ -125,6 +142,96 @@ def test_study_runs_start_from_the_study_base_which_set_and_the_variant_override
     assert (run.parameters["epochs"], run.parameters["clips_per_class"]) == (3, 60)
     (run,) = plan_runs(CONDITIONS["redundancy"], tmp_path, (0,), variant_names=["active_cpc120"])
     assert (run.parameters["clips_per_class"], run.parameters["epochs"]) == (120, 60)
+
+
+# the conditions on the structure of real video and on the robust / label-aware shortcuts: name ->
+# (swept parameter, its values in the runs' parameters, the levels the report shows, methods)
+STRUCTURE_METHODS = ("random", "active", "active_aware", "active_official")
+NEW_CONDITIONS = {
+    "imbalance": ("class_imbalance", [1.0, 5.0, 20.0], [1.0, 5.0, 20.0], STRUCTURE_METHODS),
+    "sources": ("clips_per_source", [1, 4, 8], [1.0, 4.0, 8.0], STRUCTURE_METHODS),
+    "sync": ("av_sync", [True, False], [1.0, 0.0], STRUCTURE_METHODS),
+    "faulty_clean": ("faulty_pair_rate", [0.0, 0.25, 0.5], [0.0, 0.25, 0.5], ("xid", "robust_xid")),
+    "label_free": ("label_source", ["ground_truth", "kmeans"], ["ground_truth", "kmeans"],
+                   ("soft_positive", "class_aware", "hard_negative")),
+}
+
+
+@pytest.mark.parametrize("name", list(NEW_CONDITIONS))
+def test_new_conditions_expand_to_every_method_at_every_level_over_five_seeds(name, tmp_path):
+    swept, values, levels, methods = NEW_CONDITIONS[name]
+    condition = CONDITIONS[name]
+    assert condition.swept == swept and condition.levels == levels and condition.methods == list(methods)
+    assert condition.seeds == FIVE_SEEDS == (0, 1, 2, 3, 4)
+    assert len(condition.variants) == len(values) * len(methods)
+    for variant in condition.variants:
+        value = values[levels.index(variant.level)]
+        assert variant.params[swept] == value and type(variant.params[swept]) is type(value)
+    # active_official: the official code's selector over the official candidate source
+    official = [v for v in condition.variants if v.method == "active_official"]
+    for variant in official:
+        assert {k: variant.params[k] for k in ("sampler", "active_embedding", "active_selector", "active_candidates")} \
+            == {"sampler": "active", "active_embedding": "key_grad", "active_selector": "lloyd_nearest",
+                "active_candidates": "official"}
+    aware = [v for v in condition.variants if v.method == "active_aware"]
+    assert all(v.params["active_dictionary_aware"] is True for v in aware)
+    assert all("active_candidates" not in v.params for v in condition.variants if v.method == "active")
+    # every variant builds a valid PretrainConfig, except active_official while this checkout's config
+    # does not know active_candidates="official" yet (added on main in parallel): then only the names
+    # and levels above are checked for it, and its planning must fail on exactly that parameter
+    names = _runnable(condition)
+    runs = plan_runs(condition, tmp_path, condition.seeds, variant_names=names)
+    assert len(runs) == len(names) * 5 and {r.seed for r in runs} == set(range(5))
+    assert len(names) == len(condition.variants) - (0 if _official_candidates_accepted() else len(official))
+    if official and not _official_candidates_accepted():
+        with pytest.raises(ConfigError, match="active_candidates"):
+            plan_runs(condition, tmp_path, (0,), variant_names=[official[0].name])
+    first = condition.variants[0]
+    expected_tag = {"imbalance": "imb1", "sources": "src1", "sync": "sync1", "faulty_clean": "faulty0",
+                    "label_free": "ground_truth"}[name]
+    assert first.name == f"{methods[0]}_{expected_tag}"
+
+
+def test_the_study_command_runs_a_conditions_own_seeds_by_default(tmp_path, monkeypatch):
+    import avlib.study.main as study_main
+
+    planned = {}
+
+    def fake_plan(condition, runs_root, seeds, variants, overrides):
+        planned["seeds"] = tuple(seeds)
+        return []
+
+    monkeypatch.setattr(study_main, "plan_runs", fake_plan)
+    monkeypatch.setattr(study_main, "execute_runs", lambda *args, **kwargs: [])
+    monkeypatch.setattr(study_main, "execute_diversity", lambda *args, **kwargs: None)
+    monkeypatch.setattr(study_main, "write_report", lambda runs_root, reports_dir: reports_dir / "REPORT.md")
+    run_study("faulty_clean", runs_root=tmp_path, reports_dir=tmp_path, log=lambda *_: None)
+    assert planned["seeds"] == FIVE_SEEDS
+    run_study("samplers", runs_root=tmp_path, reports_dir=tmp_path, log=lambda *_: None)
+    assert planned["seeds"] == DEFAULT_SEEDS
+    assert study_main.main(["--condition", "label_free", "--runs-root", str(tmp_path), "--reports-dir",
+                            str(tmp_path), "--seeds", "7"]) == 0
+    assert planned["seeds"] == (7,)
+
+
+def test_report_tables_show_named_levels_and_balanced_and_tail_accuracy(tmp_path):
+    from avlib.study.report import ConditionResults, RunResult, class_table, probe_table
+
+    condition = CONDITIONS["label_free"]
+    runs = []
+    for variant in condition.variants[:1] + condition.variants[3:4]:  # soft_positive, ground truth and k-means
+        for seed, accuracy in ((0, 0.8), (1, 0.6)):
+            probe = {m: {"linear": accuracy, "knn": accuracy, "linear_balanced": accuracy - 0.1,
+                         "knn_balanced": accuracy - 0.1, "linear_tail": accuracy - 0.2, "knn_tail": None}
+                     for m in ("video", "audio")}
+            runs.append(RunResult(variant, seed, tmp_path, {}, {"probe": probe, "probe_random_init": probe}, {}, {},
+                                  None))
+    results = ConditionResults(condition, runs, [])
+    table = class_table(results)
+    # mean ± std over the two seeds; a tail without test clips (None) is left out, here of every run
+    assert "| ground_truth | `soft_positive` | 2 | 70.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 14.1 | 70.0 ± 14.1 | 60.0 ± 14.1 | – |" in table
+    assert "| kmeans | `soft_positive` | 2 |" in table
+    assert "| kmeans | *random init* | 2 |" in probe_table(results)
 
 
 def test_the_findings_rule():

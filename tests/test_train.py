@@ -38,6 +38,9 @@ def test_run_folder_contract(tiny_run):
         for modality in ("video", "audio"):
             for kind in ("linear", "knn"):
                 assert 0.0 <= probe[modality][kind] <= 1.0
+                # per-class results beside accuracy (3 balanced classes: the tail is class 2, with test clips)
+                assert 0.0 <= probe[modality][f"{kind}_balanced"] <= 1.0
+                assert 0.0 <= probe[modality][f"{kind}_tail"] <= 1.0
     assert (run_dir / "checkpoints" / "last.pt").exists()
     assert not list((run_dir / "checkpoints").glob("*.tmp"))
 

@@ -4,6 +4,11 @@ A probe reads only the pooled backbone features (not the projection head), avera
 evenly spaced windows of each clip, from encoders in eval mode.  The linear probe's regularisation
 is chosen on the validation split (when it has clips) and the accuracy is reported on the test
 split, so the number is never tuned on what it reports.
+
+Besides accuracy (which a frequent class dominates), each probe reports *balanced accuracy*, the
+mean per-class recall over the classes with test clips, and *tail accuracy*, the mean recall of the
+rarest third of the classes (:func:`tail_classes`): with ``class_imbalance`` > 1 the question is
+whether a method's representation serves the rare classes too, which plain accuracy hides.
 """
 
 from __future__ import annotations
@@ -85,6 +90,40 @@ def knn_probe(train_x, train_y, test_x, test_y, k: int = 5) -> ProbeResult:
                        classifier.predict_proba(test_x), classifier.classes_)
 
 
+def per_class_recall(predictions, labels, num_classes: int) -> np.ndarray:
+    """(num_classes,) share of each class's clips predicted as that class; NaN for a class without clips."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    clips = np.bincount(labels, minlength=num_classes).astype(float)  # (C,)
+    hits = np.bincount(labels[predictions == labels], minlength=num_classes).astype(float)  # (C,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(clips > 0, hits / np.maximum(clips, 1), np.nan)
+
+
+def tail_classes(train_labels, num_classes: int, share: float = 1 / 3) -> np.ndarray:
+    """The rarest ``share`` of the classes by their number of TRAINING clips (the pretraining train split).
+
+    Rule: classes are ranked from rarest to most frequent by their count of training clips; among
+    equal counts the HIGHER class index ranks as rarer, so with balanced classes the tail is simply
+    the last third of the class indices.  The tail holds ``max(1, round(share * num_classes))``
+    classes (3 of 10, 1 of 3).  A class with no training clip counts 0 and is the rarest of all.
+    """
+    counts = np.bincount(np.asarray(train_labels), minlength=num_classes)[:num_classes]  # (C,)
+    order = sorted(range(num_classes), key=lambda c: (counts[c], -c))  # rarest first, ties: higher index
+    return np.sort(np.asarray(order[:max(1, round(share * num_classes))], dtype=np.int64))
+
+
+def class_scores(predictions, labels, num_classes: int, tail) -> dict[str, float | None]:
+    """``balanced`` (mean recall over the classes with test clips) and ``tail`` (mean recall over the
+    ``tail`` classes with test clips); None where no class qualifies (JSON has no NaN)."""
+    recall = per_class_recall(predictions, labels, num_classes)  # (C,)
+
+    def mean(values: np.ndarray) -> float | None:
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if len(values) else None
+
+    return {"balanced": mean(recall), "tail": mean(recall[np.asarray(tail, dtype=np.int64)])}
+
+
 def probe_clips(cache, split: str) -> np.ndarray:
     """The clips of a split that a probe reads: all of them, less the corrupted ones (a manifest's
     ``corrupted`` column, e.g. the embedded dataset's faulty pairs) in the probe's TRAINING split.
@@ -101,7 +140,12 @@ def probe_clips(cache, split: str) -> np.ndarray:
 
 def run_probes(model: AVModel, cache, cfg, *, eval_windows: int = 3, knn_k: int = 5, device: str = "cpu",
                return_details: bool = False):
-    """Linear and kNN test accuracy for video and audio features: {"video": {"linear", "knn"}, "audio": ...}."""
+    """Linear and kNN test accuracy for video and audio features: {"video": {"linear", "knn", ...}, "audio": ...}.
+
+    Each probe ``P`` in (linear, knn) also gives ``P_balanced`` (mean per-class recall) and
+    ``P_tail`` (mean recall of the rarest third of the classes by their count in the pretraining
+    train split, corrupted clips included: :func:`tail_classes`).
+    """
     split_features = {
         split: extract_features(model, cache, probe_clips(cache, split), cfg, eval_windows=eval_windows, device=device)
         for split in ("train", "val", "test")
@@ -111,13 +155,18 @@ def run_probes(model: AVModel, cache, cfg, *, eval_windows: int = 3, knn_k: int 
         if required not in split_features:
             raise ValueError(f"the dataset has no {required!r} clips; probes need train and test splits")
     train, test, val = split_features["train"], split_features["test"], split_features.get("val")
+    num_classes = len(cache.class_names)
+    tail = tail_classes(np.asarray(cache.labels)[np.asarray(cache.select("train"))], num_classes)
     results, details = {}, {}
     for modality in ("video", "audio"):
         linear = linear_probe(train[modality], train["labels"], test[modality], test["labels"],
                               None if val is None else val[modality], None if val is None else val["labels"])
         knn = knn_probe(train[modality], train["labels"], test[modality], test["labels"], k=knn_k)
         results[modality] = {"linear": linear.accuracy, "knn": knn.accuracy}
-        details[modality] = {"linear": linear, "knn": knn, "test_labels": test["labels"]}
+        for kind, result in (("linear", linear), ("knn", knn)):
+            for name, value in class_scores(result.predictions, test["labels"], num_classes, tail).items():
+                results[modality][f"{kind}_{name}"] = value
+        details[modality] = {"linear": linear, "knn": knn, "test_labels": test["labels"], "tail_classes": tail}
     return (results, details) if return_details else results
 
 

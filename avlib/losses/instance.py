@@ -8,7 +8,8 @@ positive and a set of negatives (shared by all queries, or drawn per query), wit
 
 One-hot targets and unit weights give plain InfoNCE / xID (Morgado et al. 2021, eq. 1).  Robust xID
 (Morgado, Misra, Vasconcelos, CVPR 2021) changes exactly two things: ``weights`` down-weight faulty
-positives (Sec. 3.2, :func:`agreement_weights`) and ``targets`` spread mass over each instance's
+positives (Sec. 3.2, :func:`agreement_weights`; from the memory banks as the paper does,
+:func:`bank_agreement_weights`) and ``targets`` spread mass over each instance's
 neighbours to soften faulty negatives (Sec. 3.3, :func:`neighbour_targets`).  The weighted mean is
 normalised by the weights' sum, so a uniform scaling of all weights (e.g. every weight at the floor)
 leaves the loss unchanged: the weights only redistribute the gradient between pairs.
@@ -112,6 +113,21 @@ def same_class(query_labels: torch.Tensor, key_labels: torch.Tensor) -> torch.Te
     return (query_labels[:, None] == keys) & (query_labels[:, None] >= 0) & (keys >= 0)  # (B, K)
 
 
+def standardised_agreement(agreement: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """How many standard deviations each agreement lies above the mean of ``reference`` (default:
+    the agreements themselves): ``(s - mean) / std``, std over the population, floored at 1e-6.
+
+    Standardising makes a score independent of the similarity scale, which drifts during training;
+    which population defines "typical" (one batch, or every training clip's memory-bank slots) is
+    the caller's choice.  A single reference value has no spread: its std is taken as 1.
+    """
+    agreement = agreement.detach()
+    reference = agreement if reference is None else reference.detach()
+    mean = reference.mean()
+    std = reference.std(unbiased=False).clamp_min(1e-6) if reference.numel() > 1 else agreement.new_tensor(1.0)
+    return (agreement - mean) / std
+
+
 def agreement_weights(agreement: torch.Tensor, floor: float, sharpness: float,
                       reference: torch.Tensor | None = None) -> torch.Tensor:
     """Weights of positive pairs from their audio-visual agreement (robust xID, Sec. 3.2).
@@ -135,11 +151,41 @@ def agreement_weights(agreement: torch.Tensor, floor: float, sharpness: float,
         reference: optional (R,) agreements that define "typical" (e.g. the whole memory bank).
     """
     assert 0.0 <= floor <= 1.0 and sharpness > 0, "floor must lie in [0, 1] and sharpness be > 0"
-    agreement = agreement.detach()
-    reference = agreement if reference is None else reference.detach()
-    mean = reference.mean()
-    std = reference.std(unbiased=False).clamp_min(1e-6) if reference.numel() > 1 else agreement.new_tensor(1.0)
-    return floor + (1.0 - floor) * torch.sigmoid((agreement - mean) / (sharpness * std))
+    return floor + (1.0 - floor) * torch.sigmoid(standardised_agreement(agreement, reference) / sharpness)
+
+
+def slot_agreement(video_slots: torch.Tensor, audio_slots: torch.Tensor) -> torch.Tensor:
+    """(N,) cosine of each clip's video and audio memory-bank slots ((N, D) each, L2-normalised):
+    how well the clip's own two modalities agree in the bank (robust xID, Sec. 3.2)."""
+    assert video_slots.shape == audio_slots.shape, "one video and one audio slot per clip"
+    return (video_slots * audio_slots).sum(dim=1).detach()
+
+
+def bank_agreement_weights(video_slots: torch.Tensor, audio_slots: torch.Tensor, video_bank: torch.Tensor,
+                           audio_bank: torch.Tensor, floor: float, sharpness: float) -> torch.Tensor:
+    """Positive weights as robust xID computes them (Morgado, Misra, Vasconcelos, CVPR 2021, Sec. 3.2).
+
+    The paper scores a pair by the agreement of the clip's MEMORY-BANK embeddings (video slot .
+    audio slot) and judges that score against its distribution over the whole training set, not over
+    one batch: a batch of 32 holds a handful of faulty pairs at best, so its mean and std move with
+    the draw (at a faulty rate of 0.5 half the batch sets "typical"), while the bank's ~hundreds of
+    slots give a stable reference.  The slots are momentum averages of past keys, so a clip's score
+    also changes slowly, where the online . momentum agreement of one step is noisy.  The standardised
+    score then goes through :func:`agreement_weights`' floored sigmoid, the same map as for the
+    batch score, so that ``weight_floor`` and ``weight_sharpness`` mean the same for both sources
+    (the sigmoid is this project's smooth increasing map, not checked against the paper's exact form).
+
+    Args:
+        video_slots, audio_slots: (B, D) the batch clips' video and audio bank slots.
+        video_bank, audio_bank: (T, D) every training clip's slots, row t of each for the same clip
+            (the population that defines the mean and std of agreement).
+        floor, sharpness: as in :func:`agreement_weights`.
+
+    Returns:
+        (B,) weights in [floor, 1].
+    """
+    return agreement_weights(slot_agreement(video_slots, audio_slots), floor, sharpness,
+                             reference=slot_agreement(video_bank, audio_bank))
 
 
 def neighbour_targets(neighbour_similarity: torch.Tensor, mix: float, temperature: float,

@@ -16,15 +16,22 @@ Robust xID (Morgado, Misra, Vasconcelos, CVPR 2021) adds, after ``robust_warmup_
 (Sec. 4: the embeddings must first be meaningful for agreement and neighbours to be):
 
 * ``robust_weights`` -- faulty positives: each pair's loss is weighted by its audio-visual agreement
-  (:func:`avlib.losses.instance.agreement_weights`, Sec. 3.2);
+  (Sec. 3.2).  ``robust_weight_source="bank"`` scores a clip as the paper does, by the cosine of its
+  own video and audio memory-bank slots, standardised by the mean and std of that cosine over every
+  training clip's slots, recomputed from the banks each step
+  (:func:`avlib.losses.instance.bank_agreement_weights`); ``"batch"`` (this project's first version)
+  standardises the online . momentum agreement of the step's pairs by the global batch's mean and
+  std (:func:`avlib.losses.instance.agreement_weights`);
 * ``robust_soft_targets`` -- faulty negatives: the target spreads ``soft_target_mix`` of its mass over
   each clip's ``soft_target_neighbors`` nearest clips in the banks (within-modal, cross-modal or both
   similarities, ``soft_target_space``), which join the query's candidates
   (:func:`avlib.losses.instance.neighbour_targets`, Sec. 3.3).
 
-The last weight of every training clip is kept, so the end of the run can say how well the weights
-single out the dataset's corrupted pairs (``summary.json``: ``weight_auroc``; the corrupted flags are
-never used in training).
+The last weight of every training clip is kept, and so is its last batch score (the standardised
+online . momentum agreement, for every memory-bank sampler), so the end of the run can say how well
+each score singles out the dataset's corrupted pairs (``summary.json``: ``weight_auroc`` of the weights
+used, ``bank_agreement_auroc`` and ``batch_agreement_auroc`` of the two scores; the corrupted flags
+are never used in training).
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ import time
 import torch
 
 from avlib.dictionary.memory_bank import MemoryBank
-from avlib.losses.instance import agreement_weights, instance_nce, neighbour_targets
+from avlib.losses.instance import (agreement_weights, bank_agreement_weights, instance_nce, neighbour_targets,
+                                   standardised_agreement)
 from avlib.samplers.base import ClipFacts, Sampler, StepBatch, register
 
 
@@ -49,6 +57,13 @@ def auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
     return float((greater + 0.5 * ties).mean())
 
 
+def batch_agreement(batch: StepBatch) -> torch.Tensor:
+    """(B,) each clip's online . momentum agreement of its two modalities, both directions averaged
+    (no gradient): the batch score of ``robust_weight_source="batch"``."""
+    q, k = batch.queries, batch.keys
+    return 0.5 * ((q.video * k.audio).sum(1) + (q.audio * k.video).sum(1)).detach()
+
+
 @register("xid")
 class MemoryBankSampler(Sampler):
     """Plain xID: uniform negatives from the other modality's memory bank, one-hot targets, unit weights."""
@@ -61,6 +76,8 @@ class MemoryBankSampler(Sampler):
         self.warmup_steps = facts.epoch_steps(cfg.robust_warmup_epochs, cfg.batch_size)  # robust_xid only
         # the last positive weight of every clip (NaN = never weighted), for the end-of-run AUROC
         self.register_buffer("last_weight", torch.full((n,), float("nan")))
+        # the last batch score of every clip (standardised online . momentum agreement; NaN = never seen)
+        self.register_buffer("last_batch_score", torch.full((n,), float("nan")))
 
     def dictionaries(self) -> dict[str, MemoryBank]:
         return {"video": self.video_bank, "audio": self.audio_bank}
@@ -150,22 +167,28 @@ class MemoryBankSampler(Sampler):
     @torch.no_grad()
     def update(self, batch: StepBatch) -> dict[str, float]:
         """Write the batch's momentum keys into both banks (momentum average, re-normalised), and
-        remember each clip's positive weight (state changes here, on the global batch, so that every
-        rank holds the same)."""
+        remember each clip's positive weight and batch score (state changes here, on the global
+        batch, so that every rank holds the same).  The weight is taken before the banks change, so
+        that bank-sourced weights are the ones the step's loss used."""
         started = time.perf_counter()
-        self.video_bank.update(batch.keys.video, batch.clip_index, batch.step)
-        self.audio_bank.update(batch.keys.audio, batch.clip_index, batch.step)
         weights = self.positive_weights(batch) if self.robust_active(batch.step) else None
         if weights is not None:
             self.last_weight[batch.clip_index] = weights.to(self.last_weight.dtype)
+        score = standardised_agreement(batch_agreement(batch))  # (G,): the global batch is the reference
+        self.last_batch_score[batch.clip_index] = score.to(self.last_batch_score.dtype)
+        self.video_bank.update(batch.keys.video, batch.clip_index, batch.step)
+        self.audio_bank.update(batch.keys.audio, batch.clip_index, batch.step)
         return {"select_s": time.perf_counter() - started}
 
     def summary(self) -> dict:
         """How well low agreement singles out the corrupted pairs (where the manifest flags them).
 
         ``weight_auroc``: AUROC of (1 - each training clip's last positive weight) for the corrupted
-        flag (robust_xid with weights); ``bank_agreement_auroc``: the same for (1 - the cosine of the
-        clip's video and audio memory slots), defined for plain xID too, so the two methods compare.
+        flag (robust_xid with weights, of whichever ``robust_weight_source`` was used);
+        ``bank_agreement_auroc``: the same for (1 - the cosine of the clip's video and audio memory
+        slots) at the end of the run; ``batch_agreement_auroc``: the same for (- each clip's last batch
+        score, the standardised online . momentum agreement).  Both scores are defined for plain xID
+        too, so the two methods and the two weight sources compare.
         """
         result: dict = {}
         corrupted = self.facts.corrupted
@@ -177,6 +200,9 @@ class MemoryBankSampler(Sampler):
             agreement = (video * audio).sum(dim=1).cpu()  # (T,)
             result["bank_agreement_auroc"] = auroc(-agreement, corrupted[train.cpu()])
             result["corrupted_clips"] = int(corrupted[train.cpu()].sum())
+            scored = ~torch.isnan(self.last_batch_score.cpu())
+            if bool(scored.any()):
+                result["batch_agreement_auroc"] = auroc(-self.last_batch_score.cpu()[scored], corrupted[scored])
         weighted = ~torch.isnan(self.last_weight)
         if bool(weighted.any()):
             weights = self.last_weight[weighted].cpu()
@@ -198,12 +224,18 @@ class RobustXIDSampler(MemoryBankSampler):
     def positive_weights(self, batch: StepBatch) -> torch.Tensor | None:
         if not self.cfg.robust_weights:
             return None
-        q, k = batch.queries, batch.keys
-        # agreement of each clip's two modalities, both directions (B,); no gradient through weights
-        agreement = 0.5 * ((q.video * k.audio).sum(1) + (q.audio * k.video).sum(1)).detach()
+        floor, sharpness = self.cfg.weight_floor, self.cfg.weight_sharpness
+        if self.cfg.robust_weight_source == "bank":
+            # the paper's score: the clip's own video and audio slots, judged against every training
+            # clip's (the banks are the same on every rank, so no gather is needed)
+            train = self.facts.train_index.to(batch.clip_index.device)
+            return bank_agreement_weights(self.video_bank.keys_of(batch.clip_index),
+                                          self.audio_bank.keys_of(batch.clip_index),
+                                          self.video_bank.keys_of(train), self.audio_bank.keys_of(train),
+                                          floor, sharpness)
+        agreement = batch_agreement(batch)  # (B,)
         # "typical" agreement is that of the global batch (all ranks), as in a single process
-        return agreement_weights(agreement, self.cfg.weight_floor, self.cfg.weight_sharpness,
-                                 reference=batch.gather(agreement))
+        return agreement_weights(agreement, floor, sharpness, reference=batch.gather(agreement))
 
     @torch.no_grad()
     def neighbours(self, clip_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

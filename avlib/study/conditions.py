@@ -35,6 +35,37 @@ the training clips at a fixed number of epochs).
   so a smaller subset also trains for fewer steps (the usual data-size protocol):
   3 x 3 x 1.75 = ~16 units (~40 min).
 
+The conditions below ask whether the methods' claims survive the structure of real video
+(``avlib.data.synthetic``: imbalance, near-duplicate clips, unsynchronised sound), and whether
+the robust and label-aware results hold without the shortcuts of the first study (evaluation is
+clean, labels come from k-means).  Each runs **5 seeds** by default (0..4): with 3 seeds, 17 of
+the 24 comparisons in ``reports/REPORT.md`` were unresolved, and their "seeds to resolve" were 9 or
+more; 5 seeds narrow the std of a mean by a further sqrt(5/3) = 1.3x without doubling the cost.
+The queue methods are ``random``, ``active`` (the default candidate source), ``active_aware``
+(``active_dictionary_aware=True``: the dictionary's keys count as chosen centres; its selection
+costs ~50 ms against ~22 ms per step in ``reports/bench_train_step.md``, so ~1.1 units) and
+``active_official`` (the official code's selector over the official candidate source,
+``active_candidates="official"``, whose cost is not measured yet: counted as 1 unit).  A unit's
+2.5 min assumes every run costs about a base run; active runs may cost more per step.
+
+* ``imbalance``: ``class_imbalance`` 1, 5, 20 (most / least frequent class of the train split;
+  val and test stay balanced).  Training clips fall with r (360, 183, 125 at 60 clips per class and
+  10 classes), so steps do too: 1 + 0.51 + 0.35 = 1.86 units per method and seed, 4 x 5 x 1.86 =
+  ~37 units (~1.5 h).  The probes' balanced and tail accuracy (``summary.json``) say whether a
+  method serves the rare classes.
+* ``sources``: ``clips_per_source`` 1, 4, 8: groups of clips cut from one source share their look
+  and sound (the near-duplicates CM-ACC argues a random dictionary is full of); same clip count, so
+  3 x 4 x 5 = 60 units (~2.5 h).
+* ``sync``: ``av_sync`` True / False (level 1 / 0): without synchrony only the class links the two
+  streams; 2 x 4 x 5 = 40 units (~1.7 h).
+* ``faulty_clean``: ``faulty_pair_rate`` 0, 0.25, 0.5 for ``xid`` and ``robust_xid`` now that the
+  faulty pairs only touch the train split (val and test clips are clean, so the probes measure the
+  representation, not the corruption); 3 x 2 x 5 = 30 units (~1.25 h).
+* ``label_free``: ``soft_positive``, ``class_aware`` and ``hard_negative`` with ``label_source``
+  ``ground_truth`` and ``kmeans`` (its level is the label source's name): does label-aware sampling
+  still help without the probes' own labels?  k-means re-clusters every 20 steps (cost not measured
+  separately); 2 x 3 x 5 = 30 units (~1.25 h).
+
 Notebook 03 (curves, UMAP, inspector) compares the methods of a sweep at one level, its
 ``focus_level`` (the most redundant, noisiest or scarcest setting: 20 clips per class, 512 keys,
 half the pairs faulty, a quarter of the data), since its views need runs of one dataset.
@@ -49,8 +80,10 @@ from dataclasses import dataclass, field
 
 from avlib.config import ConfigError
 
-#: seeds of every condition unless the command names others
+#: seeds of every condition unless the command names others (or the condition its own)
 DEFAULT_SEEDS = (0, 1, 2)
+#: seeds of the conditions added with the dataset structure (module docstring: why 5)
+FIVE_SEEDS = (0, 1, 2, 3, 4)
 
 #: parameters every study run starts from (``--set`` and a variant's own parameters override them);
 #: why not the defaults: see the module docstring
@@ -69,6 +102,18 @@ SAMPLER_VARIANTS: dict[str, dict] = {
 }
 
 
+#: the queue methods of the dataset-structure conditions (imbalance, sources, sync)
+STRUCTURE_VARIANTS: dict[str, dict] = {
+    "random": SAMPLER_VARIANTS["random"],
+    "active": SAMPLER_VARIANTS["active"],  # the default candidate source
+    "active_aware": {**SAMPLER_VARIANTS["active"], "active_dictionary_aware": True},
+    # the official code's selector over its candidate source ("official" is being added to
+    # avlib.config on main; until it is merged, these variants do not validate on this branch)
+    "active_official": {"sampler": "active", "active_embedding": "key_grad", "active_selector": "lloyd_nearest",
+                        "active_candidates": "official"},
+}
+
+
 @dataclass(frozen=True)
 class Variant:
     """One setting of a condition; its runs are ``<name>_seed<k>``."""
@@ -76,7 +121,9 @@ class Variant:
     name: str  # folder prefix and table row, e.g. "active_faulty0.25"
     method: str  # the SAMPLER_VARIANTS label, e.g. "active": what findings compare
     params: dict = field(hash=False)  # PretrainConfig overrides
-    level: float | None = None  # the swept parameter's value (None for the samplers condition)
+    # the swept parameter's value (None for the samplers condition); a name where the parameter is a
+    # choice (label_free: "ground_truth" / "kmeans"), 1.0 / 0.0 for a bool (sync)
+    level: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +134,8 @@ class Condition:
     swept: str | None = None  # the PretrainConfig parameter a sweep varies
     # the level whose seed-0 runs notebook 03 compares (curves, UMAP, inspector need one dataset);
     # every level's end-of-training diversity is in the report's tables either way
-    focus_level: float | None = None
+    focus_level: float | str | None = None
+    seeds: tuple[int, ...] = DEFAULT_SEEDS  # run unless the command names seeds
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -101,16 +149,28 @@ class Condition:
         return list(dict.fromkeys(v.method for v in self.variants))
 
     @property
-    def levels(self) -> list[float]:
+    def levels(self) -> list[float | str]:
         return list(dict.fromkeys(v.level for v in self.variants if v.level is not None))
 
 
-def _sweep(name: str, description: str, swept: str, short: str, values, methods, focus) -> Condition:
+def _level(value) -> float | str:
+    """A swept value as a level: numbers (and bools) as floats, names as they are."""
+    return value if isinstance(value, str) else float(value)
+
+
+def _sweep(name: str, description: str, swept: str, short: str, values, methods, focus,
+           seeds=DEFAULT_SEEDS, table: dict[str, dict] = SAMPLER_VARIANTS) -> Condition:
+    """Every method (a label of ``table``) at every value of ``swept``; runs are
+    ``<method>_<short><level>``, e.g. ``active_faulty0.25``, ``random_sync0`` (a bool's level is
+    1.0 / 0.0), ``class_aware_kmeans``."""
+    def tag(value) -> str:
+        return f"{short}{value}" if isinstance(value, str) else f"{short}{float(value):g}"
+
     variants = tuple(
-        Variant(f"{method}_{short}{value:g}", method, {**SAMPLER_VARIANTS[method], swept: value}, float(value))
+        Variant(f"{method}_{tag(value)}", method, {**table[method], swept: value}, _level(value))
         for value in values for method in methods
     )
-    return Condition(name, description, variants, swept, float(focus))
+    return Condition(name, description, variants, swept, _level(focus), tuple(seeds))
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -129,6 +189,22 @@ CONDITIONS: dict[str, Condition] = {
     "subset_fraction": _sweep("subset_fraction", "stratified share of the training clips (60 epochs each)",
                               "subset_fraction", "frac", (0.25, 0.5, 1.0), ("random", "active", "soft_positive"),
                               focus=0.25),
+    "imbalance": _sweep("imbalance", "class imbalance of the train split (most / least frequent class; val and "
+                        "test balanced)", "class_imbalance", "imb", (1.0, 5.0, 20.0), tuple(STRUCTURE_VARIANTS),
+                        focus=20, seeds=FIVE_SEEDS, table=STRUCTURE_VARIANTS),
+    "sources": _sweep("sources", "clips cut from one source video (shared look and sound, near-duplicates)",
+                      "clips_per_source", "src", (1, 4, 8), tuple(STRUCTURE_VARIANTS), focus=8, seeds=FIVE_SEEDS,
+                      table=STRUCTURE_VARIANTS),
+    "sync": _sweep("sync", "audio-visual synchrony (1: sound onsets follow the visual events, 0: independent)",
+                   "av_sync", "sync", (True, False), tuple(STRUCTURE_VARIANTS), focus=0, seeds=FIVE_SEEDS,
+                   table=STRUCTURE_VARIANTS),
+    "faulty_clean": _sweep("faulty_clean", "share of TRAIN clips whose audio is another clip's (val and test clean)",
+                           "faulty_pair_rate", "faulty", (0.0, 0.25, 0.5), ("xid", "robust_xid"), focus=0.5,
+                           seeds=FIVE_SEEDS),
+    "label_free": _sweep("label_free", "labels of the label-aware methods: the manifest's or k-means pseudo-labels",
+                         "label_source", "", ("ground_truth", "kmeans"), ("soft_positive", "class_aware",
+                                                                            "hard_negative"),
+                         focus="kmeans", seeds=FIVE_SEEDS),
 }
 DEFAULT_CONDITION = "samplers"
 

@@ -13,16 +13,18 @@ import sys
 from pathlib import Path
 
 from avlib.config import ConfigError
-from avlib.study.conditions import CONDITIONS, DEFAULT_CONDITION, DEFAULT_SEEDS, get_condition
+from avlib.study.conditions import CONDITIONS, DEFAULT_CONDITION, get_condition
 from avlib.study.report import write_report
 from avlib.study.run import execute_diversity, execute_runs, parse_overrides, plan_runs
 
 
 def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: str | Path = "runs/study",
-              reports_dir: str | Path = "reports", seeds=DEFAULT_SEEDS, variants=None, overrides=None,
+              reports_dir: str | Path = "reports", seeds=None, variants=None, overrides=None,
               umap: bool = True, log=print) -> tuple[Path, list[str]]:
-    """Run (or finish) ``condition`` and rebuild the report; returns the report's path and the failures."""
+    """Run (or finish) ``condition`` and rebuild the report; returns the report's path and the failures.
+    ``seeds`` default to the condition's own (``Condition.seeds``)."""
     chosen = get_condition(condition)
+    seeds = chosen.seeds if seeds is None else seeds
     runs_root, reports_dir = Path(runs_root), Path(reports_dir)
     runs = plan_runs(chosen, runs_root, seeds, variants, overrides)
     log(f"condition {condition}: {len(runs)} runs under {runs_root / condition} "
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each (default 2)")
     parser.add_argument("--runs-root", default="runs/study", help="run folders go to RUNS_ROOT/<condition>/<variant>_seed<k>")
     parser.add_argument("--reports-dir", default="reports", help="REPORT.md and study/ (figures, notebooks) go here")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="training seeds (default 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="training seeds (default: the condition's, 0 1 2 or 0..4; see avlib/study/conditions.py)")
     parser.add_argument("--variants", nargs="+", help="only these variants of the condition (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="a PretrainConfig parameter for every run, e.g. --set epochs=20 (repeatable)")

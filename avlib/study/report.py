@@ -55,6 +55,11 @@ class RunResult:
     def probe(self, modality: str, kind: str) -> float:
         return float(self.summary["probe"][modality][kind])
 
+    def probe_or_none(self, modality: str, key: str) -> float | None:
+        """A probe result that runs before it existed lack (``linear_balanced``, ``knn_tail``, ...)."""
+        value = self.summary.get("probe", {}).get(modality, {}).get(key)
+        return None if value is None else float(value)
+
 
 @dataclass
 class ConditionResults:
@@ -126,8 +131,13 @@ def fmt(values, scale: float = 1.0, digits: int = 1) -> str:
     return text if n == 1 else f"{text} ± {scale * std:.{digits}f}"
 
 
+def _level_text(level) -> str:
+    """A level as a table shows it: a number with ``:g``, a name (``label_source``'s) as it is."""
+    return level if isinstance(level, str) else f"{level:g}"
+
+
 def _level(condition: Condition, level) -> str:
-    return "" if level is None else f"{condition.swept}={level:g}"
+    return "" if level is None else f"{condition.swept}={_level_text(level)}"
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -162,7 +172,7 @@ def _figure_bytes(fig) -> bytes:
 
 def _row_label(results: ConditionResults, variant: Variant) -> list[str]:
     cells = [f"`{variant.method}`"]
-    return ([f"{variant.level:g}"] if results.condition.swept else []) + cells
+    return ([_level_text(variant.level)] if results.condition.swept else []) + cells
 
 
 def _first_columns(results: ConditionResults) -> list[str]:
@@ -186,9 +196,27 @@ def probe_table(results: ConditionResults) -> str:
         first_per_seed = {r.seed: r for r in reversed(level_runs)}  # same encoders for every method of a seed
         if first_per_seed:
             baseline = list(first_per_seed.values())
-            rows.append(([f"{level:g}"] if level is not None else []) + ["*random init*", str(len(baseline))] +
+            rows.append(([_level_text(level)] if level is not None else []) + ["*random init*", str(len(baseline))] +
                         [fmt([r.summary["probe_random_init"][m][k] for r in baseline], 100)
                          for m in MODALITIES for k in PROBES])
+    return _table(header, rows, align_from=len(_first_columns(results)) - 1)
+
+
+def class_table(results: ConditionResults) -> str:
+    """Balanced accuracy (mean per-class recall) and tail accuracy (mean recall of the rarest third of
+    the classes by training clips; ``avlib.eval.probe.tail_classes``) per variant, beside the accuracy."""
+    header = _first_columns(results) + [f"{m} {PROBE_NAMES[k]} {name}" for m in MODALITIES for k in PROBES
+                                        for name in ("acc.", "balanced", "tail")]
+    rows = []
+    for variant in results.variants:
+        runs = results.of(variant)
+        cells = []
+        for m in MODALITIES:
+            for k in PROBES:
+                cells += [fmt([r.probe(m, k) for r in runs], 100),
+                          fmt([r.probe_or_none(m, f"{k}_balanced") for r in runs], 100),
+                          fmt([r.probe_or_none(m, f"{k}_tail") for r in runs], 100)]
+        rows.append(_row_label(results, variant) + [str(len(runs))] + cells)
     return _table(header, rows, align_from=len(_first_columns(results)) - 1)
 
 
@@ -602,7 +630,11 @@ def _condition_section(results: ConditionResults, report_dir: Path, study_dir: P
     parts += ["### Probe accuracy (test split, %)", "",
               "Linear probe (logistic regression, C chosen on the val split) and kNN on frozen backbone features, "
               "mean ± std over seeds, from each run's `summary.json`; *random init* is the same encoders before "
-              "training.", "", probe_table(results), ""]
+              "training.", "", probe_table(results), "",
+              "Per class (%): accuracy, balanced accuracy (mean per-class recall) and tail accuracy (mean recall of "
+              "the rarest third of the classes by training clips, ties to the higher class index, so with balanced "
+              "classes the last third), mean ± std over seeds; – where a run predates them.", "",
+              class_table(results), ""]
     if condition.swept:
         figure = folder / f"sweep_{condition.swept}.png"
         write_if_changed(figure, _figure_bytes(sweep_figure(results)))

@@ -76,6 +76,8 @@ class TensorBoardLog:
         for name, result in (("probe", probes), ("probe_random_init", baseline)):
             for modality, values in (result or {}).items():
                 for kind, accuracy in values.items():
+                    if accuracy is None:  # e.g. tail accuracy when no tail class has test clips
+                        continue
                     self.writer.add_scalar(f"{name}/{modality}_{kind}", accuracy, step)
                     metrics[f"hparam/{name}_{modality}_{kind}"] = accuracy
         plain = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in hyperparameters.items()}
