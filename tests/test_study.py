@@ -105,24 +105,9 @@ def test_a_bad_condition_names_the_valid_ones(tmp_path, capsys):
     assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 
-def _official_candidates_accepted() -> bool:
-    """Whether this checkout's config knows ``active_candidates="official"`` (added on main in parallel)."""
-    try:
-        PretrainConfig(active_candidates="official")
-        return True
-    except ConfigError:
-        return False
-
-
-def _runnable(condition) -> list[str]:
-    """The condition's variants whose parameters this checkout accepts: all, once "official" candidates exist."""
-    return [v.name for v in condition.variants
-            if _official_candidates_accepted() or v.params.get("active_candidates") != "official"]
-
-
 def test_every_condition_plans_valid_runs_and_refuses_overriding_what_it_sets(tmp_path):
     for condition in CONDITIONS.values():
-        names = _runnable(condition)
+        names = [v.name for v in condition.variants]
         runs = plan_runs(condition, tmp_path, DEFAULT_SEEDS, variant_names=names)  # every PretrainConfig validates
         assert len(runs) == len(names) * len(DEFAULT_SEEDS)
         assert len({r.run_dir for r in runs}) == len(runs)
@@ -176,16 +161,9 @@ def test_new_conditions_expand_to_every_method_at_every_level_over_five_seeds(na
     aware = [v for v in condition.variants if v.method == "active_aware"]
     assert all(v.params["active_dictionary_aware"] is True for v in aware)
     assert all("active_candidates" not in v.params for v in condition.variants if v.method == "active")
-    # every variant builds a valid PretrainConfig, except active_official while this checkout's config
-    # does not know active_candidates="official" yet (added on main in parallel): then only the names
-    # and levels above are checked for it, and its planning must fail on exactly that parameter
-    names = _runnable(condition)
-    runs = plan_runs(condition, tmp_path, condition.seeds, variant_names=names)
-    assert len(runs) == len(names) * 5 and {r.seed for r in runs} == set(range(5))
-    assert len(names) == len(condition.variants) - (0 if _official_candidates_accepted() else len(official))
-    if official and not _official_candidates_accepted():
-        with pytest.raises(ConfigError, match="active_candidates"):
-            plan_runs(condition, tmp_path, (0,), variant_names=[official[0].name])
+    # every variant builds a valid PretrainConfig
+    runs = plan_runs(condition, tmp_path, condition.seeds)
+    assert len(runs) == len(condition.variants) * 5 and {r.seed for r in runs} == set(range(5))
     first = condition.variants[0]
     expected_tag = {"imbalance": "imb1", "sources": "src1", "sync": "sync1", "faulty_clean": "faulty0",
                     "label_free": "ground_truth"}[name]

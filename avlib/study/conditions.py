@@ -19,8 +19,9 @@ the training clips at a fixed number of epochs).
 
 * ``samplers`` (the default): every method once, 8 variants x 3 seeds = 24 units (~1 h).
   ``active`` is CM-ACC as the paper describes it (key-gradient embeddings + k-means++ seeding);
-  ``active_official`` swaps in the official code's selector (``lloyd_nearest``: a few Lloyd
-  iterations, then the key nearest each centre), so a gap between them is the selector's.
+  ``active_official`` runs the official code's dynamics and selector (``active_candidates=
+  "official"``: a FIFO pool of recent batches whose chosen keys stay; ``lloyd_nearest``: Lloyd to
+  convergence, then the key nearest each centre).
 * ``redundancy``: ``clips_per_class`` in (20, 40, 60, 120) for ``random`` and ``active``.  The
   dictionary keeps 256 keys, so with 20 clips per class (~120 training clips) a random queue holds
   about two stale copies of every clip: that is the redundancy CM-ACC argues an active dictionary
@@ -44,8 +45,8 @@ more; 5 seeds narrow the std of a mean by a further sqrt(5/3) = 1.3x without dou
 The queue methods are ``random``, ``active`` (the default candidate source), ``active_aware``
 (``active_dictionary_aware=True``: the dictionary's keys count as chosen centres; its selection
 costs ~50 ms against ~22 ms per step in ``reports/bench_train_step.md``, so ~1.1 units) and
-``active_official`` (the official code's selector over the official candidate source,
-``active_candidates="official"``, whose cost is not measured yet: counted as 1 unit).  A unit's
+``active_official`` (the official code's selector over the official candidate source; its step
+cost is in ``reports/bench_train_step.md``).  A unit's
 2.5 min assumes every run costs about a base run; active runs may cost more per step.
 
 * ``imbalance``: ``class_imbalance`` 1, 5, 20 (most / least frequent class of the train split;
@@ -93,7 +94,9 @@ STUDY_BASE: dict = {"clips_per_class": 60, "epochs": 60}
 SAMPLER_VARIANTS: dict[str, dict] = {
     "random": {"sampler": "random"},
     "active": {"sampler": "active", "active_embedding": "key_grad", "active_selector": "kmeanspp"},
-    "active_official": {"sampler": "active", "active_embedding": "key_grad", "active_selector": "lloyd_nearest"},
+    # the official code's dynamics (FIFO pool of recent batches, chosen keys stay) and selector
+    "active_official": {"sampler": "active", "active_embedding": "key_grad", "active_selector": "lloyd_nearest",
+                        "active_candidates": "official"},
     "xid": {"sampler": "xid"},
     "robust_xid": {"sampler": "robust_xid"},
     "soft_positive": {"sampler": "soft_positive"},
@@ -107,10 +110,7 @@ STRUCTURE_VARIANTS: dict[str, dict] = {
     "random": SAMPLER_VARIANTS["random"],
     "active": SAMPLER_VARIANTS["active"],  # the default candidate source
     "active_aware": {**SAMPLER_VARIANTS["active"], "active_dictionary_aware": True},
-    # the official code's selector over its candidate source ("official" is being added to
-    # avlib.config on main; until it is merged, these variants do not validate on this branch)
-    "active_official": {"sampler": "active", "active_embedding": "key_grad", "active_selector": "lloyd_nearest",
-                        "active_candidates": "official"},
+    "active_official": SAMPLER_VARIANTS["active_official"],
 }
 
 
