@@ -9,7 +9,7 @@ variant: the median wall time of a step and of the dictionary update (``select_s
 metrics of the video dictionary (class entropy, mean pairwise cosine, effective rank).  The first
 ``--skip`` steps (warm-up, empty dictionaries) are excluded from the timings.
 
-    uv run python bench/bench_train_step.py [--steps 120] [--repeats 2] [--threads 1] [--workers 1]
+    uv run python bench/bench_train_step.py [--steps 120] [--repeats 2] [--threads 1] [--workers 1] [--variants ...]
 
 Writes ``reports/bench_train_step.md`` (and prints it).
 """
@@ -64,9 +64,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant, interleaved")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="a subset to time (random is always included: the ratios are against it)")
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench_train_step.md"))
     args = parser.parse_args()
-    names = list(VARIANTS)
+    names = ["random"] + [name for name in args.variants if name != "random"]
     runs: dict[str, list[list[dict]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in range(args.repeats):
@@ -87,7 +89,8 @@ def main() -> None:
         "# Training-step time and dictionary diversity: the active sampler's variants vs sampler=random",
         "",
         f"Command: `uv run python bench/bench_train_step.py --steps {args.steps} --skip {args.skip} --tail "
-        f"{args.tail} --threads {args.threads} --workers {args.workers} --repeats {args.repeats}`  ",
+        f"{args.tail} --threads {args.threads} --workers {args.workers} --repeats {args.repeats}"
+        + (" --variants " + " ".join(repr(name) for name in names) if names != list(VARIANTS) else "") + "`  ",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch "
         f"{torch.__version__}; default configuration (batch 32, dictionary 256, embedded dataset); timings are "
         f"medians over steps {args.skip}..{args.steps - 1} of {args.repeats} interleaved runs per variant, the "
