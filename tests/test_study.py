@@ -138,7 +138,7 @@ NEW_CONDITIONS = {
     "sync": ("av_sync", [True, False], [1.0, 0.0], STRUCTURE_METHODS),
     "faulty_clean": ("faulty_pair_rate", [0.0, 0.25, 0.5], [0.0, 0.25, 0.5], ("xid", "robust_xid")),
     "label_free": ("label_source", ["ground_truth", "kmeans"], ["ground_truth", "kmeans"],
-                   ("soft_positive", "class_aware", "hard_negative")),
+                   ("random", "soft_positive", "class_aware", "hard_negative")),
 }
 
 
@@ -148,7 +148,8 @@ def test_new_conditions_expand_to_every_method_at_every_level_over_five_seeds(na
     condition = CONDITIONS[name]
     assert condition.swept == swept and condition.levels == levels and condition.methods == list(methods)
     assert condition.seeds == FIVE_SEEDS == (0, 1, 2, 3, 4)
-    assert len(condition.variants) == len(values) * len(methods)
+    # label_free runs random once (at ground_truth): it ignores the labels, so it is the baseline of both levels
+    assert len(condition.variants) == len(values) * len(methods) - (name == "label_free")
     for variant in condition.variants:
         value = values[levels.index(variant.level)]
         assert variant.params[swept] == value and type(variant.params[swept]) is type(value)
@@ -197,7 +198,7 @@ def test_report_tables_show_named_levels_and_balanced_and_tail_accuracy(tmp_path
 
     condition = CONDITIONS["label_free"]
     runs = []
-    for variant in condition.variants[:1] + condition.variants[3:4]:  # soft_positive, ground truth and k-means
+    for variant in (condition.variant("soft_positive_ground_truth"), condition.variant("soft_positive_kmeans")):
         for seed, accuracy in ((0, 0.8), (1, 0.6)):
             probe = {m: {"linear": accuracy, "knn": accuracy, "linear_balanced": accuracy - 0.1,
                          "knn_balanced": accuracy - 0.1, "linear_tail": accuracy - 0.2, "knn_tail": None}
@@ -222,3 +223,31 @@ def test_the_findings_rule():
     assert combine(["supported", "supported"]) == "supported"
     assert combine(["supported", "unresolved"]) == "not resolved"
     assert combine(["supported", "contradicted"]) == "mixed"
+
+
+def test_claims_read_the_testbed_conditions_with_their_trends_and_baseline_levels(tmp_path):
+    """CM-ACC is decided at the most redundant level of `sources` (tail accuracy beside it), with the trend
+    over the levels; label_free's k-means runs are compared with the one random variant (ground_truth)."""
+    from avlib.study.report import CLAIMS, ConditionResults, RunResult, _trend, claim_comparisons
+
+    def run(condition, name, seed, accuracy):
+        probe = {m: {"linear": accuracy, "knn": accuracy, "linear_tail": accuracy - 0.1} for m in ("video", "audio")}
+        return RunResult(condition.variant(name), seed, tmp_path, {}, {"probe": probe}, {}, {}, None)
+
+    sources = CONDITIONS["sources"]
+    runs = [run(sources, f"{method}_src{level}", seed, base + gain * (method == "active") + 0.01 * seed)
+            for level, gain in ((1, 0.0), (4, 0.02), (8, 0.05)) for method, base in (("random", 0.6), ("active", 0.6))
+            for seed in range(3)]
+    labels = CONDITIONS["label_free"]
+    runs_lf = [run(labels, name, seed, accuracy + 0.01 * seed) for seed in range(3)
+               for name, accuracy in (("random_ground_truth", 0.5), ("soft_positive_kmeans", 0.6))]
+    available = {"sources": ConditionResults(sources, runs, []), "label_free": ConditionResults(labels, runs_lf, [])}
+    cmacc = claim_comparisons(CLAIMS[0], available)
+    primary = [c for c in cmacc if c.primary]
+    assert {(c.level, c.metric) for c in primary} == {(8.0, "video linear"), (8.0, "audio linear")}
+    assert all(c.gain == pytest.approx(5.0) and c.verdict == "supported" for c in primary)
+    trend = _trend(available, "sources", "random", "active")
+    assert "+0.00 at 1, +2.00 at 4, +5.00 at 8" in trend and "grows" in trend and "does not grow" not in trend
+    label = [c for c in claim_comparisons(CLAIMS[2], available) if c.primary and c.method == "soft_positive"]
+    assert {c.level for c in label} == {"kmeans"} and all(c.gain == pytest.approx(10.0) for c in label)
+    assert "not tested (run `make study CONDITION=imbalance`)" in _trend(available, "imbalance", "random", "active")

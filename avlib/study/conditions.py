@@ -65,7 +65,8 @@ cost is in ``reports/bench_train_step.md``).  A unit's
 * ``label_free``: ``soft_positive``, ``class_aware`` and ``hard_negative`` with ``label_source``
   ``ground_truth`` and ``kmeans`` (its level is the label source's name): does label-aware sampling
   still help without the probes' own labels?  k-means re-clusters every 20 steps (cost not measured
-  separately); 2 x 3 x 5 = 30 units (~1.25 h).
+  separately); ``random`` runs once (at level ``ground_truth``: it ignores the labels) as the
+  baseline of both levels; (2 x 3 + 1) x 5 = 35 units (~1.5 h).
 
 Notebook 03 (curves, UMAP, inspector) compares the methods of a sweep at one level, its
 ``focus_level`` (the most redundant, noisiest or scarcest setting: 20 clips per class, 512 keys,
@@ -173,6 +174,14 @@ def _sweep(name: str, description: str, swept: str, short: str, values, methods,
     return Condition(name, description, variants, swept, _level(focus), tuple(seeds))
 
 
+def _without(condition: Condition, *names: str) -> Condition:
+    """``condition`` less the named variants (runs that would repeat another variant exactly)."""
+    kept = tuple(v for v in condition.variants if v.name not in names)
+    assert len(kept) == len(condition.variants) - len(names), names
+    return Condition(condition.name, condition.description, kept, condition.swept, condition.focus_level,
+                     condition.seeds)
+
+
 CONDITIONS: dict[str, Condition] = {
     "samplers": Condition(
         "samplers",
@@ -201,10 +210,12 @@ CONDITIONS: dict[str, Condition] = {
     "faulty_clean": _sweep("faulty_clean", "share of TRAIN clips whose audio is another clip's (val and test clean)",
                            "faulty_pair_rate", "faulty", (0.0, 0.25, 0.5), ("xid", "robust_xid"), focus=0.5,
                            seeds=FIVE_SEEDS),
-    "label_free": _sweep("label_free", "labels of the label-aware methods: the manifest's or k-means pseudo-labels",
-                         "label_source", "", ("ground_truth", "kmeans"), ("soft_positive", "class_aware",
-                                                                            "hard_negative"),
-                         focus="kmeans", seeds=FIVE_SEEDS),
+    "label_free": _without(
+        _sweep("label_free", "labels of the label-aware methods: the manifest's or k-means pseudo-labels",
+               "label_source", "", ("ground_truth", "kmeans"), ("random", "soft_positive", "class_aware",
+                                                                "hard_negative"),
+               focus="kmeans", seeds=FIVE_SEEDS),
+        "random_kmeans"),  # random ignores label_source: one random variant is the baseline of both levels
 }
 DEFAULT_CONDITION = "samplers"
 

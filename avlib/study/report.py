@@ -373,12 +373,19 @@ def _values(results: ConditionResults, method: str, level, metric: str) -> list[
     modality, kind = metric.split()
     if kind in PROBES:
         return [100 * r.probe(modality, kind) for r in runs]
+    if kind.split("_")[0] in PROBES:  # linear_tail, knn_balanced, ...: runs made before them lack them
+        values = [r.probe_or_none(modality, kind) for r in runs]
+        return [100 * v for v in values if v is not None]
     sign = -1.0 if kind == "biased" else 1.0  # fewer biased keys is the claimed improvement
     return [sign * r.diversity[modality][kind] for r in runs]
 
 
-def compare(results: ConditionResults, baseline: str, method: str, level, metric: str, primary: bool) -> Comparison:
-    a, b = _values(results, baseline, level, metric), _values(results, method, level, metric)
+def compare(results: ConditionResults, baseline: str, method: str, level, metric: str, primary: bool,
+            baseline_level="same") -> Comparison:
+    """``method`` against ``baseline`` at ``level`` (the baseline's runs at ``baseline_level`` where a
+    condition runs its baseline at one level only, e.g. label_free's ``random``)."""
+    at = level if baseline_level == "same" else baseline_level
+    a, b = _values(results, baseline, at, metric), _values(results, method, level, metric)
     (ma, sa, na), (mb, sb, nb) = mean_std(a), mean_std(b)
     pooled = math.sqrt((sa ** 2 + sb ** 2) / 2) if na > 1 and nb > 1 else math.nan
     return Comparison(results.condition.name, level, baseline, method, metric, primary, mb - ma, pooled, (na, nb))
@@ -388,53 +395,78 @@ def compare(results: ConditionResults, baseline: str, method: str, level, metric
 class Claim:
     title: str
     statement: str
-    # (condition, baseline method, method, levels: "all", "nonzero" or None, metrics, primary)
+    # (condition, baseline method, method, levels, metrics, primary[, baseline level]); levels: "all",
+    # "nonzero", "last" (the condition's last level: the most redundant, imbalanced or faulty), a level
+    # value, or None (a condition without levels)
     comparisons: tuple
     missing_hint: str
 
 
 LINEAR = ("video linear", "audio linear")
 KNN = ("video knn", "audio knn")
+TAIL = ("video linear_tail", "audio linear_tail")
 CLAIMS = (
     Claim("CM-ACC (Ma et al., ICLR 2021)",
           "an actively sampled dictionary gives better representations than a random (FIFO) one",
-          (("samplers", "random", "active", None, LINEAR, True),
+          (("sources", "random", "active", "last", LINEAR, True),
+           ("imbalance", "random", "active", "last", LINEAR, True),
+           ("imbalance", "random", "active", "last", TAIL, False),
+           ("sources", "random", "active_aware", "last", LINEAR, False),
+           ("sources", "random", "active_official", "last", LINEAR, False),
+           ("imbalance", "random", "active_aware", "last", LINEAR, False),
+           ("imbalance", "random", "active_official", "last", LINEAR, False),
+           ("sync", "random", "active", "all", LINEAR, False),
+           ("samplers", "random", "active", None, LINEAR, False),
            ("samplers", "random", "active", None, KNN, False),
            ("samplers", "random", "active_official", None, LINEAR, False),
            ("samplers", "random", "active", None, ("video entropy", "audio entropy", "video biased", "audio biased"),
             False),
            ("redundancy", "random", "active", "all", LINEAR, False),
            ("dictionary_size", "random", "active", "all", LINEAR, False)),
-          "`make study` (the samplers condition)"),
+          "`make study CONDITION=sources` and `make study CONDITION=imbalance`"),
     Claim("Robust xID (Morgado et al., CVPR 2021)",
           "down-weighting faulty positives and soft targets for faulty negatives beat plain xID, "
           "especially when pairs are faulty",
-          (("faulty_pair_rate", "xid", "robust_xid", "nonzero", LINEAR, True),
-           ("samplers", "xid", "robust_xid", None, LINEAR, True),
+          (("faulty_clean", "xid", "robust_xid", "nonzero", LINEAR, True),
+           ("faulty_pair_rate", "xid", "robust_xid", "nonzero", LINEAR, False),
+           ("samplers", "xid", "robust_xid", None, LINEAR, False),
            ("samplers", "xid", "robust_xid", None, KNN, False),
            ("faulty_pair_rate", "xid", "robust_xid", "nonzero", KNN, False)),
-          "`make study CONDITION=faulty_pair_rate` and `make study`"),
+          "`make study CONDITION=faulty_clean`"),
     Claim("Label-aware sampling (Wang et al., 2024)",
           "label-aware positives and negatives (soft positives, class-aware and hard negatives) beat random sampling",
-          (("samplers", "random", "soft_positive", None, LINEAR, True),
-           ("samplers", "random", "class_aware", None, LINEAR, True),
-           ("samplers", "random", "hard_negative", None, LINEAR, True),
+          (("label_free", "random", "soft_positive", "kmeans", LINEAR, True, "ground_truth"),
+           ("label_free", "random", "class_aware", "kmeans", LINEAR, True, "ground_truth"),
+           ("label_free", "random", "hard_negative", "kmeans", LINEAR, True, "ground_truth"),
+           ("label_free", "random", "soft_positive", "ground_truth", LINEAR, False),
+           ("samplers", "random", "soft_positive", None, LINEAR, False),
+           ("samplers", "random", "class_aware", None, LINEAR, False),
+           ("samplers", "random", "hard_negative", None, LINEAR, False),
            ("subset_fraction", "random", "soft_positive", "all", LINEAR, False)),
-          "`make study` and `make study CONDITION=subset_fraction`"),
+          "`make study CONDITION=label_free`"),
 )
 
 
 def claim_comparisons(claim: Claim, available: dict[str, ConditionResults]) -> list[Comparison]:
     comparisons = []
-    for condition_name, baseline, method, levels, metrics, primary in claim.comparisons:
+    for condition_name, baseline, method, levels, metrics, primary, *baseline_level in claim.comparisons:
         results = available.get(condition_name)
         if results is None:
             continue
-        chosen = [None] if levels is None else [
-            level for level in results.condition.levels if levels == "all" or level != 0]
+        all_levels = list(results.condition.levels)
+        if levels is None:
+            chosen = [None]
+        elif levels == "all":
+            chosen = all_levels
+        elif levels == "nonzero":
+            chosen = [level for level in all_levels if level != 0]
+        elif levels == "last":
+            chosen = all_levels[-1:]
+        else:
+            chosen = [levels]
         for level in chosen:
             for metric in metrics:
-                comparison = compare(results, baseline, method, level, metric, primary)
+                comparison = compare(results, baseline, method, level, metric, primary, *baseline_level)
                 if min(comparison.seeds) > 0:
                     comparisons.append(comparison)
     return comparisons
@@ -471,22 +503,25 @@ def findings_section(available: dict[str, ConditionResults]) -> str:
         comparisons = claim_comparisons(claim, available)
         parts += [f"### {claim.title}", "", f"Claim: {claim.statement}.", ""]
         primary = [c for c in comparisons if c.primary]
+        rows = [["●" if c.primary else "", _describe(c), f"{c.gain:+.2f}",
+                 "–" if math.isnan(c.pooled) else f"{c.pooled:.2f}", f"{c.seeds[1]}/{c.seeds[0]}", c.verdict,
+                 c.seeds_to_resolve()] for c in comparisons]
+        table = _table(["", "comparison", "gain", "pooled std", "seeds (B/A)", "verdict", "seeds to resolve"],
+                       rows, align_from=2)
         if not primary:
-            parts += [f"**Not tested**: no finished runs of its primary comparisons; run {claim.missing_hint}.", ""]
+            parts += [f"**Not tested**: no finished runs of its primary comparisons; run {claim.missing_hint}."
+                      + (" The secondary comparisons that have runs:" if comparisons else ""), ""]
+            parts += [table, ""] if comparisons else []
             continue
         verdict = combine([c.verdict for c in primary])
         parts.append(f"**Verdict at this scale: {verdict}** ({sum(c.verdict == 'supported' for c in primary)} of "
                      f"{len(primary)} primary comparisons supported, "
                      f"{sum(c.verdict == 'contradicted' for c in primary)} contradicted).")
         parts.append("")
-        rows = [["●" if c.primary else "", _describe(c), f"{c.gain:+.2f}",
-                 "–" if math.isnan(c.pooled) else f"{c.pooled:.2f}", f"{c.seeds[1]}/{c.seeds[0]}", c.verdict,
-                 c.seeds_to_resolve()] for c in comparisons]
-        parts += [_table(["", "comparison", "gain", "pooled std", "seeds (B/A)", "verdict", "seeds to resolve"],
-                         rows, align_from=2), ""]
+        parts += [table, ""]
         parts += [_what_would_change(primary, verdict, claim), ""]
-        if claim.title.startswith("Robust"):
-            parts += [_faulty_trend(available), ""]
+        for condition_name, baseline, method in claim_trends(claim):
+            parts += [_trend(available, condition_name, baseline, method), ""]
         if claim.title.startswith("Label-aware"):
             parts += [_label_source_note(available), ""]
     parts += [scale, ""]
@@ -525,24 +560,36 @@ def _what_would_change(primary: list[Comparison], verdict: str, claim: Claim) ->
     return "What would change the conclusion: " + " ".join(sentences)
 
 
-def _faulty_trend(available: dict[str, ConditionResults]) -> str:
-    """"Especially with faulty pairs": does robust_xid's gain over xid grow with the faulty rate?"""
-    results = available.get("faulty_pair_rate")
+def claim_trends(claim: Claim) -> list[tuple[str, str, str]]:
+    """(condition, baseline, method) of a claim's swept comparisons, each once: the trends to report."""
+    seen = []
+    for condition_name, baseline, method, levels, *_ in claim.comparisons:
+        if levels is not None and CONDITIONS[condition_name].swept and (condition_name, baseline, method) not in seen:
+            seen.append((condition_name, baseline, method))
+    return seen
+
+
+def _trend(available: dict[str, ConditionResults], condition_name: str, baseline: str, method: str) -> str:
+    """Per level, ``method``'s gain over ``baseline`` (mean of the video and audio linear probes): does it
+    grow from the condition's first level to its last (more redundant, imbalanced, faulty, unsynced)?"""
+    results = available.get(condition_name)
+    name = f"Trend over `{CONDITIONS[condition_name].swept}` ({condition_name}), `{method}` vs `{baseline}`"
     if results is None:
-        return "Trend with the faulty-pair rate: not tested (run `make study CONDITION=faulty_pair_rate`)."
+        return f"{name}: not tested (run `make study CONDITION={condition_name}`)."
     gains = []
     for level in results.condition.levels:
-        c = compare(results, "xid", "robust_xid", level, "video linear", False)
-        d = compare(results, "xid", "robust_xid", level, "audio linear", False)
+        if not results.method_at(baseline, level):
+            continue  # a baseline run at one level only (label_free): no trend over levels
+        c = compare(results, baseline, method, level, "video linear", False)
+        d = compare(results, baseline, method, level, "audio linear", False)
         if min(c.seeds) > 0 and min(d.seeds) > 0:
             gains.append((level, (c.gain + d.gain) / 2))
     if len(gains) < 2:
-        return "Trend with the faulty-pair rate: needs runs at two rates or more."
-    listed = ", ".join(f"{g:+.2f} at {level:g}" for level, g in gains)
+        return f"{name}: needs runs at two levels or more."
+    listed = ", ".join(f"{g:+.2f} at {_level_text(level)}" for level, g in gains)
     grows = gains[-1][1] > gains[0][1]
-    return (f"Trend with the faulty-pair rate (gain of `robust_xid` over `xid`, mean of the video and audio linear "
-            f"probes, points): {listed}; the gain {'grows' if grows else 'does not grow'} from the lowest to the "
-            f"highest rate.")
+    return (f"{name} (gain, mean of the video and audio linear probes, points): {listed}; the gain "
+            f"{'grows' if grows else 'does not grow'} from the first level to the last.")
 
 
 def _scale_note(available: dict[str, ConditionResults]) -> str:
