@@ -225,12 +225,9 @@ class ActiveQueueSampler(QueueSampler):
                                             temperature=self.cfg.temperature, pre_norm=candidates["pre_norm"])
         else:
             embedding = candidate_embedding(name, pool_keys=points)
-        n = keys.shape[0]
-        if not aware or held.shape[0] == 0:
-            return select(embedding if not aware else embedding[:n], count, self.cfg.active_selector,
-                          generator=batch.generator)  # (count,)
-        return select(embedding[:n], count, self.cfg.active_selector, generator=batch.generator,
-                      centers=embedding[n:])
+        n = keys.shape[0]  # embedding rows: the n candidates, then the M held keys (M = 0 unless aware)
+        centers = {"centers": embedding[n:]} if held.shape[0] else {}
+        return select(embedding[:n], count, self.cfg.active_selector, generator=batch.generator, **centers)  # (count,)
 
 
 def _batch_candidates(embeddings, modality: str, clip_index: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
