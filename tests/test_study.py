@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from avlib.config import ConfigError, PretrainConfig
+from avlib.config import ConfigError
 from avlib.study import CONDITIONS, DEFAULT_SEEDS
 from avlib.study.conditions import FIVE_SEEDS, STUDY_BASE
 from avlib.study.main import main, run_study
