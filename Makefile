@@ -6,7 +6,7 @@ SAMPLER ?= active
 RUN ?= runs/$(SAMPLER)
 PARAMS ?=
 
-.PHONY: uv pretrain test bench lab clean-runs study machine tensorboard
+.PHONY: uv pretrain test bench lab clean-runs study study-testbed machine tensorboard
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -39,3 +39,13 @@ lab: uv
 # reports/REPORT.md from the run folders: make study [CONDITION=samplers] [JOBS=2] [STUDY_ARGS=...]
 study: uv
 	$(UV) run --frozen python -m avlib.study --condition $(or $(CONDITION),samplers) --jobs $(or $(JOBS),2) $(STUDY_ARGS)
+
+# The testbed conditions (imbalance, near-duplicate sources, synchrony, clean faulty-pair sweep, label-free
+# labels), 5 seeds each, one after the other: ~7 h with 2 jobs on 2 cores; resumable (stop and run again),
+# runs that two conditions share are trained once and linked (avlib/study/run.py: link_twins).
+STUDY_TESTBED = sources imbalance faulty_clean sync label_free
+study-testbed: uv
+	for condition in $(STUDY_TESTBED); do \
+	  $(UV) run --frozen python -m avlib.study --condition $$condition --jobs $(or $(JOBS),2) \
+	    --no-downstream --no-umap $(STUDY_ARGS) || exit 1; \
+	done

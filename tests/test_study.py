@@ -15,7 +15,7 @@ from avlib.study import CONDITIONS, DEFAULT_SEEDS
 from avlib.study.conditions import FIVE_SEEDS, STUDY_BASE
 from avlib.study.main import main, run_study
 from avlib.study.report import Comparison, combine
-from avlib.study.run import parse_overrides, plan_runs
+from avlib.study.run import link_twins, parse_overrides, plan_runs
 from avlib.train.launch import parse_args
 from tiny import TINY
 
@@ -176,7 +176,7 @@ def test_the_study_command_runs_a_conditions_own_seeds_by_default(tmp_path, monk
 
     planned = {}
 
-    def fake_plan(condition, runs_root, seeds, variants, overrides):
+    def fake_plan(condition, runs_root, seeds, variants, overrides, downstream=True):
         planned["seeds"] = tuple(seeds)
         return []
 
@@ -251,3 +251,64 @@ def test_claims_read_the_testbed_conditions_with_their_trends_and_baseline_level
     label = [c for c in claim_comparisons(CLAIMS[2], available) if c.primary and c.method == "soft_positive"]
     assert {c.level for c in label} == {"kmeans"} and all(c.gain == pytest.approx(10.0) for c in label)
     assert "not tested (run `make study CONDITION=imbalance`)" in _trend(available, "imbalance", "random", "active")
+
+
+def test_a_run_equal_to_a_finished_run_of_another_condition_is_linked_not_trained(tmp_path):
+    """imbalance at 1 and sources at 1 are both the study base: the second is a link to the first;
+    a run that differs in one parameter (or the runs of the same condition) is left to train."""
+    from avlib.config import PretrainConfig
+
+    (trained,) = plan_runs(CONDITIONS["sources"], tmp_path, (0,), variant_names=["active_src1"])
+    trained.run_dir.mkdir(parents=True)
+    PretrainConfig.from_dict(trained.parameters).save(trained.run_dir / "config.json")
+    (trained.run_dir / "summary.json").write_text("{}")
+    runs = plan_runs(CONDITIONS["imbalance"], tmp_path, (0, 1), variant_names=["active_imb1", "active_imb5"])
+    runs += plan_runs(CONDITIONS["sources"], tmp_path, (0,), variant_names=["random_src1"])
+    assert link_twins(runs, tmp_path, log=lambda *_: None) == 1
+    (twin,) = [r for r in runs if r.run_dir.is_symlink()]
+    assert twin.name == "active_imb1_seed0" and twin.finished and not twin.downstream_finished
+    assert twin.run_dir.resolve() == trained.run_dir.resolve()
+    assert not (tmp_path / "imbalance" / "active_imb1_seed1").exists()  # another seed is another run
+    assert link_twins(runs, tmp_path, log=lambda *_: None) == 0  # idempotent
+    no_downstream = plan_runs(CONDITIONS["sources"], tmp_path, (0, 1), downstream=False)
+    assert not any(r.downstream for r in no_downstream)
+
+
+def test_a_folder_holding_a_run_of_another_configuration_is_refused_not_counted_finished(tmp_path):
+    """A 30-epoch pilot under the runs root must not pass for the 60-epoch run of the same name."""
+    from avlib.config import PretrainConfig
+    from avlib.study.run import execute_runs
+
+    (run,) = plan_runs(CONDITIONS["sources"], tmp_path, (0,), variant_names=["random_src8"])
+    run.run_dir.mkdir(parents=True)
+    PretrainConfig.from_dict({**run.parameters, "epochs": 30}).save(run.run_dir / "config.json")
+    (run.run_dir / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"random_src8_seed0 holds a run of another configuration "
+                                          r"\(epochs=30 there, 60 planned\)"):
+        execute_runs([run], tmp_path / "reports", jobs=1, log=lambda *_: None)
+
+
+def test_provenance_counts_a_linked_run_once_and_names_its_twin(tmp_path):
+    from avlib.config import PretrainConfig
+    from avlib.study.report import ConditionResults, RunResult, provenance_section
+
+    trained_dir = tmp_path / "runs" / "sources" / "random_src1_seed0"
+    trained_dir.mkdir(parents=True)
+    linked_dir = tmp_path / "runs" / "imbalance" / "random_imb1_seed0"
+    linked_dir.parent.mkdir(parents=True)
+    linked_dir.symlink_to("../sources/random_src1_seed0", target_is_directory=True)
+    config = PretrainConfig.from_dict({**STUDY_BASE, "sampler": "random"}).to_dict()
+    summary = {"wall_s": 3600.0, "num_threads": 1}
+
+    def result(condition, variant, run_dir):
+        return ConditionResults(CONDITIONS[condition], [RunResult(CONDITIONS[condition].variant(variant), 0, run_dir,
+                                                                  config, summary, {}, {}, None)], [])
+
+    record = {"attempts": [{"started": "2026-11-29T03:46:00Z", "finished": "2026-11-29T03:50:00Z"}]}
+    available = {"sources": result("sources", "random_src1", trained_dir),
+                 "imbalance": result("imbalance", "random_imb1", linked_dir)}
+    for results in available.values():
+        results.runs[0].record.update(record)
+    text = provenance_section(available, tmp_path / "reports")
+    assert "summed run wall time 1.00 h over 1 trained runs" in text
+    assert "1 run(s) of one condition" in text and "imbalance/random_imb1_seed0 = sources/random_src1_seed0" in text

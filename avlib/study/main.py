@@ -1,8 +1,9 @@
 """The study command: ``python -m avlib.study --condition samplers --jobs 2``.
 
-Order: every pretraining run of the condition (02, and 04 on each variant's first seed), ``jobs``
-at a time; then notebook 03 over the condition; then the report over every condition whose run
-folders exist under ``--runs-root``.  Failed runs do not stop the others; the command then exits
+Order: runs that repeat a finished run of another condition are linked to it (``link_twins``);
+every other pretraining run of the condition (02, and 04 on each variant's first seed unless
+``--no-downstream``), ``jobs`` at a time; then notebook 03 over the condition; then the report
+over every condition whose run folders exist under ``--runs-root``.  Failed runs do not stop the others; the command then exits
 non-zero, naming them, after writing the report from what finished.
 """
 
@@ -15,18 +16,19 @@ from pathlib import Path
 from avlib.config import ConfigError
 from avlib.study.conditions import CONDITIONS, DEFAULT_CONDITION, get_condition
 from avlib.study.report import write_report
-from avlib.study.run import execute_diversity, execute_runs, parse_overrides, plan_runs
+from avlib.study.run import execute_diversity, execute_runs, link_twins, parse_overrides, plan_runs
 
 
 def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: str | Path = "runs/study",
               reports_dir: str | Path = "reports", seeds=None, variants=None, overrides=None,
-              umap: bool = True, log=print) -> tuple[Path, list[str]]:
+              umap: bool = True, downstream: bool = True, log=print) -> tuple[Path, list[str]]:
     """Run (or finish) ``condition`` and rebuild the report; returns the report's path and the failures.
     ``seeds`` default to the condition's own (``Condition.seeds``)."""
     chosen = get_condition(condition)
     seeds = chosen.seeds if seeds is None else seeds
     runs_root, reports_dir = Path(runs_root), Path(reports_dir)
-    runs = plan_runs(chosen, runs_root, seeds, variants, overrides)
+    runs = plan_runs(chosen, runs_root, seeds, variants, overrides, downstream=downstream)
+    link_twins(runs, runs_root, log=log)
     log(f"condition {condition}: {len(runs)} runs under {runs_root / condition} "
         f"({sum(r.finished for r in runs)} already finished), {jobs} job(s)")
     failures = execute_runs(runs, reports_dir / "study", jobs, log=log)
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="+", help="only these variants of the condition (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="a PretrainConfig parameter for every run, e.g. --set epochs=20 (repeatable)")
+    parser.add_argument("--no-downstream", dest="downstream", action="store_false",
+                        help="skip notebook 04 on the first seeds (the runs' summary.json has their probes)")
     parser.add_argument("--no-umap", dest="umap", action="store_false", help="skip notebook 03's UMAP figure")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
     args = parser.parse_args(argv)
@@ -62,7 +66,8 @@ def main(argv=None) -> int:
             return 0
         _, failures = run_study(args.condition, jobs=args.jobs, runs_root=args.runs_root,
                                 reports_dir=args.reports_dir, seeds=args.seeds, variants=args.variants,
-                                overrides=parse_overrides(args.overrides), umap=args.umap)
+                                overrides=parse_overrides(args.overrides), umap=args.umap,
+                                downstream=args.downstream)
     except ConfigError as error:
         parser.error(str(error))
     if failures:

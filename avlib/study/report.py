@@ -643,10 +643,18 @@ def provenance_section(available: dict[str, ConditionResults], report_dir: Path)
                  f"{', '.join(map(str, threads))}")
     started = [a["started"] for a in attempts if a.get("started")]
     finished = [a["finished"] for a in attempts if a.get("finished")]
+    trained = {r.run_dir.resolve(): r for r in runs}  # a linked run (link_twins) is another's folder
     if started and finished:
         parts.append(f"- Study time (UTC, from the runs' `{RECORD}`): first run started {min(started)}, last run "
                      f"finished {max(finished)}; summed run wall time "
-                     f"{sum(r.summary['wall_s'] for r in runs) / 3600:.2f} h over {len(runs)} runs")
+                     f"{sum(r.summary['wall_s'] for r in trained.values()) / 3600:.2f} h over {len(trained)} "
+                     f"trained runs")
+    linked = [r for r in runs if r.run_dir.is_symlink()]
+    if linked:
+        parts.append(f"- {len(linked)} run(s) of one condition are the same configuration and seed as a run of "
+                     "another and link to its folder instead of training again: "
+                     + ", ".join(f"{r.run_dir.parent.name}/{r.run_dir.name} = "
+                                 f"{r.run_dir.resolve().parent.name}/{r.run_dir.resolve().name}" for r in linked))
     parts += ["", "Parameters of every run (differences from `PretrainConfig`'s defaults; the link opens a copy "
               "of the run's `config.json`, kept with its `summary.json` and `study_run.json` under `study/runs/`):", ""]
     for name, results in available.items():

@@ -10,7 +10,13 @@ generated and decoded first, one at a time (:func:`prepare_datasets`).  What is 
   executed again and the training loop resumes it from ``checkpoints/last.pt``;
 * a run's downstream probes are finished when ``downstream/run/results.json`` exists;
 * a condition's diversity notebook is skipped when ``inputs.json`` beside its outputs names the
-  same runs with the same summaries.
+  same runs with the same summaries;
+* a run whose configuration equals, parameter for parameter except ``run_dir``, a finished run of
+  another condition under the same runs root is not trained again: its folder becomes a symbolic
+  link to that run (:func:`link_twins`).  The conditions share such runs by design: ``imbalance`` at
+  1, ``sources`` at 1 and ``sync`` at 1 are each the study base, and ``label_free``'s ``random`` is
+  the base's ``random``.  A twin is the same computation with the same seed, so a second copy would
+  only re-measure float noise at the cost of a base-run unit.
 
 Each run folder also gets ``study_run.json`` (written by this module, not by the loop): the
 condition, variant and seed, and per attempt its start and end time, the git commit, the machine
@@ -88,9 +94,11 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
-def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, overrides=None) -> list[PlannedRun]:
+def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, overrides=None,
+              downstream: bool = True) -> list[PlannedRun]:
     """Every run of ``condition`` (seed-major: all variants of the first seed come first, so a
-    study stopped early still compares every method), validated before anything is launched."""
+    study stopped early still compares every method), validated before anything is launched.
+    ``downstream=False`` skips notebook 04 (every run's ``summary.json`` has its probes anyway)."""
     overrides = dict(overrides or {})
     variants = [condition.variant(name) for name in variant_names] if variant_names else list(condition.variants)
     seeds = sorted(set(seeds))
@@ -107,8 +115,39 @@ def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, 
             run_dir = runs_root / condition.name / f"{variant.name}_seed{seed}"
             parameters = {**STUDY_BASE, **overrides, **variant.params, "seed": seed, "run_dir": str(run_dir), "progress": False}
             check_names(PretrainConfig.from_dict(parameters))  # a bad value or name fails here, naming the parameter
-            runs.append(PlannedRun(condition.name, variant, seed, run_dir, parameters, downstream=seed == seeds[0]))
+            runs.append(PlannedRun(condition.name, variant, seed, run_dir, parameters,
+                                   downstream=downstream and seed == seeds[0]))
     return runs
+
+
+def _config_key(config: dict) -> str:
+    """A run's full configuration less its folder, as comparable text."""
+    return json.dumps({k: v for k, v in config.items() if k != "run_dir"}, sort_keys=True)
+
+
+def link_twins(runs: list[PlannedRun], runs_root: Path, log=print) -> int:
+    """Link every planned run that has no folder yet to a finished run of the same configuration
+    (``config.json`` equal except ``run_dir``) in another condition under ``runs_root``; returns
+    how many were linked.  The link is relative (the runs root can move) and the report reads a
+    linked folder like any other; the twin's ``study_run.json`` keeps the condition that trained it."""
+    finished = {}
+    for summary in sorted(runs_root.glob("*/*/summary.json")):
+        run_dir = summary.parent
+        if run_dir.is_symlink() or not (run_dir / "config.json").is_file():
+            continue
+        finished.setdefault(_config_key(json.loads((run_dir / "config.json").read_text())), run_dir)
+    linked = 0
+    for run in runs:
+        if run.run_dir.exists() or run.run_dir.is_symlink():
+            continue
+        twin = finished.get(_config_key(PretrainConfig.from_dict(run.parameters).to_dict()))
+        if twin is None or twin.parent == run.run_dir.parent:
+            continue
+        run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run.run_dir.symlink_to(os.path.relpath(twin, run.run_dir.parent), target_is_directory=True)
+        log(f"{run.condition}/{run.name}: same configuration as {twin.parent.name}/{twin.name}, linked")
+        linked += 1
+    return linked
 
 
 # ----------------------------------------------------------------------------- provenance of an attempt
@@ -243,10 +282,28 @@ def prepare_datasets(runs: list[PlannedRun], log=print) -> None:
             prepared.add(key)
 
 
+def check_existing_folders(runs: list[PlannedRun]) -> None:
+    """Refuse, before anything runs, a run folder that holds a run of another configuration (e.g. a
+    pilot at other ``--set`` values under the same runs root): its summary would otherwise count as
+    this run finished, and the report would mix configurations under one name."""
+    for run in runs:
+        saved = run.run_dir / "config.json"
+        if not saved.is_file():
+            continue
+        have = json.loads(saved.read_text())
+        want = PretrainConfig.from_dict(run.parameters).to_dict()
+        differ = sorted(k for k in set(have) | set(want) if k != "run_dir" and have.get(k) != want.get(k))
+        if differ:
+            details = ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} planned" for k in differ)
+            raise ConfigError(f"run folder {run.run_dir} holds a run of another configuration ({details}); "
+                              f"choose another --runs-root or move that folder away")
+
+
 def execute_runs(runs: list[PlannedRun], reports_study: Path, jobs: int, log=print) -> list[str]:
     """All runs, ``jobs`` at a time; returns the failures (the other runs go on regardless)."""
     if jobs < 1:
         raise ConfigError(f"parameter jobs={jobs!r} must be >= 1")
+    check_existing_folders(runs)
     prepare_datasets(runs, log)
     context = {**git_state(), "machine": machine(), "packages": locked_versions(), "jobs": jobs}
     failures = []
