@@ -41,7 +41,7 @@ study: uv
 	$(UV) run --frozen python -m avlib.study --condition $(or $(CONDITION),samplers) --jobs $(or $(JOBS),2) $(STUDY_ARGS)
 
 # The testbed conditions (imbalance, near-duplicate sources, synchrony, clean faulty-pair sweep, label-free
-# labels), 5 seeds each, one after the other: ~7 h with 2 jobs on 2 cores; resumable (stop and run again),
+# labels), 5 seeds each, one after the other: ~9 h with 2 jobs on 2 cores; resumable (stop and run again),
 # runs that two conditions share are trained once and linked (avlib/study/run.py: link_twins).
 STUDY_TESTBED = sources imbalance faulty_clean sync label_free
 study-testbed: uv
