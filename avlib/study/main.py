@@ -3,8 +3,8 @@
 Order: runs that repeat a finished run of another condition are linked to it (``link_twins``);
 every other pretraining run of the condition (02, and 04 on each variant's first seed unless
 ``--no-downstream``), ``jobs`` at a time; then notebook 03 over the condition; then the report
-over every condition whose run folders exist under ``--runs-root``.  Failed runs do not stop the others; the command then exits
-non-zero, naming them, after writing the report from what finished.
+over every condition whose run folders exist under ``--runs-root``.  Failed runs do not stop the
+others; the command then exits non-zero, naming them, after writing the report from what finished.
 """
 
 from __future__ import annotations
