@@ -11,9 +11,9 @@ generated and decoded first, one at a time (:func:`prepare_datasets`).  What is 
 * a run's downstream probes are finished when ``downstream/run/results.json`` exists;
 * a condition's diversity notebook is skipped when ``inputs.json`` beside its outputs names the
   same runs with the same summaries;
-* a run whose configuration equals, parameter for parameter except ``run_dir``, a finished run of
-  another condition under the same runs root is not trained again: its folder becomes a symbolic
-  link to that run (:func:`link_twins`).  The conditions share such runs by design: ``imbalance`` at
+* a run whose result-changing parameters (all but ``run_dir`` and what a resume may change)
+  equal those of a finished run of another condition under the same runs root is not trained
+  again: its folder becomes a symbolic link to that run (:func:`link_twins`).  The conditions share such runs by design: ``imbalance`` at
   1, ``sources`` at 1 and ``sync`` at 1 are each the study base, and ``label_free``'s ``random`` is
   the base's ``random``.  A twin is the same computation with the same seed, so a second copy would
   only re-measure float noise at the cost of a base-run unit.
@@ -42,6 +42,7 @@ from pathlib import Path
 
 from avlib.config import ConfigError, DataConfig, PretrainConfig
 from avlib.train import check_names
+from avlib.train.run_folder import RESUMABLE_CHANGES
 from avlib.study.conditions import STUDY_BASE, Condition, Variant
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,14 +121,19 @@ def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, 
     return runs
 
 
-def _config_key(config: dict) -> str:
-    """A run's full configuration less its folder, as comparable text."""
-    return json.dumps({k: v for k, v in config.items() if k != "run_dir"}, sort_keys=True)
+def same_run_parameters(config: dict) -> dict:
+    """The parameters that make two runs the same computation: the training loop's result-changing
+    parameters (``avlib.train.run_folder.RESUMABLE_CHANGES`` left out), less the folder."""
+    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES and k != "run_dir"}
+
+
+def _planned_parameters(run: PlannedRun) -> dict:
+    return same_run_parameters(PretrainConfig.from_dict(run.parameters).to_dict())
 
 
 def link_twins(runs: list[PlannedRun], runs_root: Path, log=print) -> int:
     """Link every planned run that has no folder yet to a finished run of the same configuration
-    (``config.json`` equal except ``run_dir``) in another condition under ``runs_root``; returns
+    (:func:`same_run_parameters` of ``config.json`` equal) in another condition under ``runs_root``; returns
     how many were linked.  The link is relative (the runs root can move) and the report reads a
     linked folder like any other; the twin's ``study_run.json`` keeps the condition that trained it."""
     finished = {}
@@ -135,12 +141,13 @@ def link_twins(runs: list[PlannedRun], runs_root: Path, log=print) -> int:
         run_dir = summary.parent
         if run_dir.is_symlink() or not (run_dir / "config.json").is_file():
             continue
-        finished.setdefault(_config_key(json.loads((run_dir / "config.json").read_text())), run_dir)
+        saved = same_run_parameters(json.loads((run_dir / "config.json").read_text()))
+        finished.setdefault(json.dumps(saved, sort_keys=True), run_dir)
     linked = 0
     for run in runs:
         if run.run_dir.exists() or run.run_dir.is_symlink():
             continue
-        twin = finished.get(_config_key(PretrainConfig.from_dict(run.parameters).to_dict()))
+        twin = finished.get(json.dumps(_planned_parameters(run), sort_keys=True))
         if twin is None or twin.parent == run.run_dir.parent:
             continue
         run.run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -290,9 +297,8 @@ def check_existing_folders(runs: list[PlannedRun]) -> None:
         saved = run.run_dir / "config.json"
         if not saved.is_file():
             continue
-        have = json.loads(saved.read_text())
-        want = PretrainConfig.from_dict(run.parameters).to_dict()
-        differ = sorted(k for k in set(have) | set(want) if k != "run_dir" and have.get(k) != want.get(k))
+        have, want = same_run_parameters(json.loads(saved.read_text())), _planned_parameters(run)
+        differ = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
         if differ:
             details = ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} planned" for k in differ)
             raise ConfigError(f"run folder {run.run_dir} holds a run of another configuration ({details}); "
