@@ -13,10 +13,11 @@ generated and decoded first, one at a time (:func:`prepare_datasets`).  What is 
   same runs with the same summaries;
 * a run whose result-changing parameters (all but ``run_dir`` and what a resume may change)
   equal those of a finished run of another condition under the same runs root is not trained
-  again: its folder becomes a symbolic link to that run (:func:`link_twins`).  The conditions share such runs by design: ``imbalance`` at
-  1, ``sources`` at 1 and ``sync`` at 1 are each the study base, and ``label_free``'s ``random`` is
-  the base's ``random``.  A twin is the same computation with the same seed, so a second copy would
-  only re-measure float noise at the cost of a base-run unit.
+  again: its folder becomes a symbolic link to that run (:func:`link_twins`).  The conditions
+  share such runs by design: ``imbalance`` at 1, ``sources`` at 1 and ``sync`` at 1 are each the
+  study base, and ``label_free``'s ``random`` is the base's ``random``.  A twin is the same
+  computation with the same seed, so a second copy would only re-measure float noise at the cost
+  of a base-run unit.
 
 Each run folder also gets ``study_run.json`` (written by this module, not by the loop): the
 condition, variant and seed, and per attempt its start and end time, the git commit, the machine
