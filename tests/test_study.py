@@ -312,3 +312,6 @@ def test_provenance_counts_a_linked_run_once_and_names_its_twin(tmp_path):
     text = provenance_section(available, tmp_path / "reports")
     assert "summed run wall time 1.00 h over 1 trained runs" in text
     assert "1 run(s) of one condition" in text and "imbalance/random_imb1_seed0 = sources/random_src1_seed0" in text
+    # the linked run's parameters link to its origin's kept copy (kept once, not once per condition)
+    assert "[random_imb1_seed0](study/runs/sources/random_src1_seed0/config.json)" in text
+    assert "study/runs/imbalance/" not in text

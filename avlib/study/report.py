@@ -730,8 +730,10 @@ def _condition_section(results: ConditionResults, report_dir: Path, study_dir: P
 
 
 def _kept_run_dir(run: RunResult, study_dir: Path) -> Path:
-    """Where a run's config.json, summary.json and study_run.json are kept beside the report."""
-    return study_dir / "runs" / run.run_dir.parent.name / run.run_dir.name  # runs_root/<condition>/<run>
+    """Where a run's config.json, summary.json and study_run.json are kept beside the report: a
+    linked run (link_twins) is its origin's folder, so it is kept once, under the origin's name."""
+    origin = run.run_dir.resolve()  # runs_root/<condition>/<run>
+    return study_dir / "runs" / origin.parent.name / origin.name
 
 
 def keep_notebooks(results: ConditionResults, runs_root: Path, study_dir: Path) -> None:
