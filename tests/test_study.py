@@ -56,6 +56,9 @@ def test_the_report_has_every_section_and_table(study):
         assert {p.name for p in kept.iterdir()} == {"config.json", "summary.json", "study_run.json"}
         assert f"(study/runs/samplers/{method}_seed0/config.json)" in text
     assert "| *random init* | 1 |" in text
+    planned = CONDITIONS["samplers"]
+    assert (f"{len(VARIANTS)} finished runs of the {len(planned.variants) * len(planned.seeds)} it plans "
+            f"({len(planned.variants)} variants x {len(planned.seeds)} seeds)") in text  # a partial condition says so
     assert "| method | seeds | video linear acc. | video linear balanced | video linear tail |" in text
     assert "untested (fewer than 2 seeds)" in text  # one seed: the findings refuse to judge
     assert "Packages (uv.lock): torch" in text and "Machine: " in text

@@ -678,8 +678,11 @@ def provenance_section(available: dict[str, ConditionResults], report_dir: Path)
 def _condition_section(results: ConditionResults, report_dir: Path, study_dir: Path) -> str:
     condition = results.condition
     folder = study_dir / condition.name
+    planned = len(condition.variants) * len(condition.seeds)  # its default plan (a command may name other seeds)
+    of_planned = (f" of the {planned} it plans ({len(condition.variants)} variants x {len(condition.seeds)} seeds)"
+                  if len(results.runs) < planned else "")
     parts = [f"## Condition `{condition.name}`", "", f"{condition.description.capitalize()}. "
-             f"{len(results.runs)} finished runs"
+             f"{len(results.runs)} finished runs{of_planned}"
              + (f", {len(results.incomplete)} unfinished ({', '.join(results.incomplete)})" if results.incomplete else "")
              + f"; run folders under `{_rel(results.runs[0].run_dir.parent, report_dir)}/`.", ""]
     parts += ["### Probe accuracy (test split, %)", "",
