@@ -146,24 +146,26 @@ def generate(out: Path, clips_per_class: int, seconds: float, fps: int, size: in
     if kind not in ("images", "digits"):
         raise SystemExit(f"--kind must be 'images' or 'digits', got {kind!r}")
     (out / "clips").mkdir(parents=True, exist_ok=True)
+    n_frames = int(round(seconds * fps))
     if kind == "digits":
         digits, photos = load_digits_by_class(), load_photos()
         classes = [(word, word) for word in DIGIT_WORDS]
         noise, gain = 0.05, 0.5  # speech peak 0.5 over noise of std 0.05 (about 14 dB below the peak)
+
+        def frames_of(k: int, j: int, rng: np.random.Generator) -> np.ndarray:
+            return render_digit(digits[k][j % len(digits[k])], photos[rng.integers(len(photos))], rng, n_frames, size)
     else:
+        images = [load_image(name, key) for _, _, name, key in CLASSES]
         classes = [(label, word) for label, word, _, _ in CLASSES]
         noise, gain = 0.01, 0.8
+
+        def frames_of(k: int, j: int, rng: np.random.Generator) -> np.ndarray:
+            return render(images[k], rng, n_frames, size)
     rows = []
     for k, (label, word) in enumerate(classes):
-        image = load_image(*CLASSES[k][2:]) if kind == "images" else None
         for j in range(clips_per_class):
             rng = np.random.default_rng([seed, k, j])
-            if kind == "digits":
-                samples_of_class = digits[k]
-                frames = render_digit(samples_of_class[j % len(samples_of_class)], photos[rng.integers(len(photos))],
-                                      rng, int(round(seconds * fps)), size)
-            else:
-                frames = render(image, rng, int(round(seconds * fps)), size)
+            frames = frames_of(k, j, rng)
             samples = int(round(seconds * sample_rate))
             speech = speak(word, rng, sample_rate)[:samples]
             audio = rng.normal(0, noise, samples).astype(np.float32)
