@@ -243,7 +243,8 @@ def test_claims_read_the_testbed_conditions_with_their_trends_and_baseline_level
             for seed in range(3)]
     labels = CONDITIONS["label_free"]
     runs_lf = [run(labels, name, seed, accuracy + 0.01 * seed) for seed in range(3)
-               for name, accuracy in (("random_ground_truth", 0.5), ("soft_positive_kmeans", 0.6))]
+               for name, accuracy in (("random_ground_truth", 0.5), ("soft_positive_kmeans", 0.6),
+                                      ("soft_positive_ground_truth", 0.7))]
     available = {"sources": ConditionResults(sources, runs, []), "label_free": ConditionResults(labels, runs_lf, [])}
     cmacc = claim_comparisons(CLAIMS[0], available)
     primary = [c for c in cmacc if c.primary]
@@ -254,6 +255,10 @@ def test_claims_read_the_testbed_conditions_with_their_trends_and_baseline_level
     label = [c for c in claim_comparisons(CLAIMS[2], available) if c.primary and c.method == "soft_positive"]
     assert {c.level for c in label} == {"kmeans"} and all(c.gain == pytest.approx(10.0) for c in label)
     assert "not tested (run `make study CONDITION=imbalance`)" in _trend(available, "imbalance", "random", "active")
+    # label-free's trend: both label sources against the one random baseline (ground truth -> k-means)
+    label_trend = _trend(available, "label_free", "random", "soft_positive")
+    assert "+20.00 at ground_truth, +10.00 at kmeans" in label_trend and "does not grow" in label_trend
+    assert _trend(available, "label_free", "random", "class_aware").endswith("needs runs at two levels or more.")
 
 
 def test_a_run_equal_to_a_finished_run_of_another_condition_is_linked_not_trained(tmp_path):
