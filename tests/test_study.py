@@ -197,7 +197,8 @@ def test_the_study_command_runs_a_conditions_own_seeds_by_default(tmp_path, monk
 
 
 def test_report_tables_show_named_levels_and_balanced_and_tail_accuracy(tmp_path):
-    from avlib.study.report import ConditionResults, RunResult, class_table, probe_table
+    from avlib.study.report import (ConditionResults, RunResult, _label_source_note, class_table,
+                                    probe_table, pseudo_label_table)
 
     condition = CONDITIONS["label_free"]
     runs = []
@@ -206,9 +207,17 @@ def test_report_tables_show_named_levels_and_balanced_and_tail_accuracy(tmp_path
             probe = {m: {"linear": accuracy, "knn": accuracy, "linear_balanced": accuracy - 0.1,
                          "knn_balanced": accuracy - 0.1, "linear_tail": accuracy - 0.2, "knn_tail": None}
                      for m in ("video", "audio")}
-            runs.append(RunResult(variant, seed, tmp_path, {}, {"probe": probe, "probe_random_init": probe}, {}, {},
-                                  None))
+            labels = ({"label_purity": accuracy - 0.3, "label_clusters": 10} if variant.level == "kmeans"
+                      else {"label_purity": 1.0})
+            config = {"sampler": "soft_positive", "label_source": variant.level}
+            runs.append(RunResult(variant, seed, tmp_path, config,
+                                  {"probe": probe, "probe_random_init": probe, **labels}, {}, {}, None))
     results = ConditionResults(condition, runs, [])
+    # the pseudo-labels' purity is reported for the k-means runs only (ground truth is 100% by definition)
+    pseudo = pseudo_label_table(results)
+    assert "| kmeans | `soft_positive` | 2 | 40.0 ± 14.1 | 10 |" in pseudo and "ground_truth" not in pseudo
+    assert "purity of 40.0 ± 14.1% over 2 runs" in _label_source_note({"label_free": results})
+    assert pseudo_label_table(ConditionResults(condition, runs[:2], [])) == ""
     table = class_table(results)
     # mean ± std over the two seeds; a tail without test clips (None) is left out, here of every run
     assert "| ground_truth | `soft_positive` | 2 | 70.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 14.1 | 70.0 ± 14.1 | 60.0 ± 14.1 | – |" in table

@@ -220,6 +220,23 @@ def class_table(results: ConditionResults) -> str:
     return _table(header, rows, align_from=len(_first_columns(results)) - 1)
 
 
+def pseudo_label_table(results: ConditionResults) -> str:
+    """End-of-training purity of the k-means pseudo-labels per variant (``label_purity`` in
+    ``summary.json``: the share of clips whose cluster's majority class is their class; logged, never
+    used): what the label-free methods had to work with.  Empty where no run used k-means labels."""
+    rows = []
+    for variant in results.variants:
+        runs = [r for r in results.of(variant) if r.config.get("label_source") == "kmeans"]
+        if runs:
+            rows.append(_row_label(results, variant) + [str(len(runs)),
+                                                        fmt([r.summary.get("label_purity") for r in runs], 100),
+                                                        ", ".join(sorted({str(r.summary.get("label_clusters")) for r in runs}))])
+    if not rows:
+        return ""
+    return _table(_first_columns(results) + ["label purity (%)", "clusters"], rows,
+                  align_from=len(_first_columns(results)) - 1)
+
+
 def diversity_table(results: ConditionResults) -> str:
     """End-of-training dictionary diversity (mean over the last epoch, then over seeds)."""
     header = _first_columns(results) + [f"{m} dict. {name}" for m in MODALITIES
@@ -309,7 +326,8 @@ def sweep_figure(results: ConditionResults):
               ("entropy", "video", "video dict. class entropy (nats)"), ("biased", "video", "video dict. biased-key rate")]
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for ax, (quantity, modality, title) in zip(axes, panels):
-        for method in condition.methods:
+        for index, method in enumerate(condition.methods):
+            color = f"C{index % 10}"  # one colour per method in every panel
             xs, means, stds = [], [], []
             for level in condition.levels:
                 runs = results.method_at(method, level)
@@ -323,8 +341,13 @@ def sweep_figure(results: ConditionResults):
                 xs.append(level)
                 means.append(mean)
                 stds.append(0.0 if math.isnan(std) else std)
-            if xs:
-                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
+            planned_levels = sum(v.method == method for v in condition.variants)
+            if xs and planned_levels == 1 and len(condition.levels) > 1:
+                # planned at one level, the baseline of all (label_free's random ignores the labels): a band
+                ax.axhline(means[0], color=color, linestyle="--", linewidth=1, label=f"{method} (all levels)")
+                ax.axhspan(means[0] - stds[0], means[0] + stds[0], color=color, alpha=0.12)
+            elif xs:
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=color, label=method)
         ax.set_xlabel(condition.swept)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
@@ -542,7 +565,13 @@ def _label_source_note(available: dict[str, ConditionResults]) -> str:
                 "score, so these gains include supervision that `random` never sees; with pseudo-labels "
                 "(`make study STUDY_ARGS='--set label_source=kmeans --runs-root runs/study_kmeans --reports-dir "
                 "reports/study_kmeans'`) the comparison is label-free.")
-    return "Labels: the label-aware runs used `label_source` " + ", ".join(f"`{s}`" for s in sources) + "."
+    purities = [r.summary.get("label_purity") for results in available.values() for r in results.runs
+                if r.config.get("sampler") in LABEL_AWARE and r.config.get("label_source") == "kmeans"]
+    mean, std, n = mean_std(purities)
+    purity = (f" The k-means pseudo-labels ended with a purity of {100 * mean:.1f} ± {100 * std:.1f}% over {n} runs "
+              "(per variant in the condition's pseudo-label table): the label-free runs' gain is what labels of "
+              "that quality give." if n > 1 else "")
+    return "Labels: the label-aware runs used `label_source` " + ", ".join(f"`{s}`" for s in sources) + "." + purity
 
 
 def _what_would_change(primary: list[Comparison], verdict: str, claim: Claim) -> str:
@@ -702,6 +731,11 @@ def _condition_section(results: ConditionResults, report_dir: Path, study_dir: P
               "the rarest third of the classes by training clips, ties to the higher class index, so with balanced "
               "classes the last third), mean ± std over seeds; – where a run predates them.", "",
               class_table(results), ""]
+    pseudo_labels = pseudo_label_table(results)
+    if pseudo_labels:
+        parts += ["Pseudo-labels at the end of training (`summary.json`: `label_purity`, the share of training clips "
+                  "whose k-means cluster's majority class is their own; ground-truth labels score 100%), mean ± std "
+                  "over seeds:", "", pseudo_labels, ""]
     if condition.swept:
         figure = folder / f"sweep_{condition.swept}.png"
         write_if_changed(figure, _figure_bytes(sweep_figure(results)))
