@@ -5,6 +5,7 @@ README's example runs here)."""
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,20 @@ def test_a_resumed_run_writes_no_step_twice(run, tmp_path):
     events.Reload()
     steps = [e.step for e in events.Scalars("loss/loss")]
     assert steps == sorted(set(steps)) == list(range(len(read_metrics(tmp_path / "run"))))
+
+
+def test_a_resumed_runs_event_file_is_read_after_the_files_it_purges(tmp_path):
+    """Event files are read in name order; one made in the same second as an older one would sort by
+    host, pid and counter as text, so the new writer waits for the next second."""
+    from avlib.train.tensorboard import FOLDER, TensorBoardLog
+
+    folder = tmp_path / FOLDER
+    folder.mkdir()
+    older = folder / f"events.out.tfevents.{int(time.time()):010d}.~host.99999.9"  # "~" sorts after any host
+    older.write_bytes(b"")
+    log = TensorBoardLog(tmp_path, start_step=5)
+    log.writer.close()
+    assert sorted(p.name for p in folder.glob("events.out.tfevents.*"))[-1] != older.name
 
 
 def test_the_monitor_reports_every_interval_and_changes_nothing(run, tmp_path):

@@ -15,6 +15,7 @@ events a killed run wrote after its last checkpoint are discarded: no step appea
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,29 @@ def scalar_tag(column: str) -> str:
     return f"train/{column}"
 
 
+def _after_the_newest_event_file(folder: Path) -> None:
+    """Wait (at most a second) until the clock is past the second of the newest event file.
+
+    TensorBoard reads a folder's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<counter>``: a file made in the same second as an
+    older one is ordered by pid and counter as text ("10" before "9"), so a resumed run's file could
+    be read before the events it purges, and those steps would appear twice."""
+    seconds = []
+    for path in folder.glob("events.out.tfevents.*"):
+        stamp = path.name.split(".")[3]
+        if stamp.isdigit():
+            seconds.append(int(stamp))
+    if seconds:
+        time.sleep(max(0.0, max(seconds) + 1 - time.time()))
+
+
 class TensorBoardLog:
     """The event files of one run (rank 0)."""
 
     def __init__(self, run_dir: str | Path, start_step: int = 0, class_names: list[str] = (),
                  labels: np.ndarray = (), clip_ids: list[str] = ()):
         self.run_dir = Path(run_dir)
+        _after_the_newest_event_file(self.run_dir / FOLDER)
         self.writer = SummaryWriter(log_dir=str(self.run_dir / FOLDER), purge_step=start_step or None)
         # the projector's metadata of clip i: its class name and clip id
         self.class_names, self.labels, self.clip_ids = list(class_names), np.asarray(labels), list(clip_ids)
