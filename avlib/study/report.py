@@ -228,9 +228,9 @@ def pseudo_label_table(results: ConditionResults) -> str:
     for variant in results.variants:
         runs = [r for r in results.of(variant) if r.config.get("label_source") == "kmeans"]
         if runs:
-            rows.append(_row_label(results, variant) + [str(len(runs)),
-                                                        fmt([r.summary.get("label_purity") for r in runs], 100),
-                                                        ", ".join(sorted({str(r.summary.get("label_clusters")) for r in runs}))])
+            purity = fmt([r.summary.get("label_purity") for r in runs], 100)
+            clusters = ", ".join(sorted({str(r.summary.get("label_clusters")) for r in runs}))
+            rows.append(_row_label(results, variant) + [str(len(runs)), purity, clusters])
     if not rows:
         return ""
     return _table(_first_columns(results) + ["label purity (%)", "clusters"], rows,
