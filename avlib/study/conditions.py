@@ -153,6 +153,12 @@ class Condition:
     def levels(self) -> list[float | str]:
         return list(dict.fromkeys(v.level for v in self.variants if v.level is not None))
 
+    def single_level_of(self, method: str) -> float | str | None:
+        """The one level a method is planned at in a sweep of several (label_free's ``random``, which
+        ignores the labels): it is then the baseline of every level.  None otherwise."""
+        levels = [v.level for v in self.variants if v.method == method]
+        return levels[0] if len(levels) == 1 and len(self.levels) > 1 else None
+
 
 def _level(value) -> float | str:
     """A swept value as a level: numbers (and bools) as floats, names as they are."""

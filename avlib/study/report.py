@@ -341,9 +341,7 @@ def sweep_figure(results: ConditionResults):
                 xs.append(level)
                 means.append(mean)
                 stds.append(0.0 if math.isnan(std) else std)
-            planned_levels = sum(v.method == method for v in condition.variants)
-            if xs and planned_levels == 1 and len(condition.levels) > 1:
-                # planned at one level, the baseline of all (label_free's random ignores the labels): a band
+            if xs and condition.single_level_of(method) is not None:  # the baseline of every level: a band
                 ax.axhline(means[0], color=color, linestyle="--", linewidth=1, label=f"{method} (all levels)")
                 ax.axhspan(means[0] - stds[0], means[0] + stds[0], color=color, alpha=0.12)
             elif xs:
@@ -607,17 +605,12 @@ def _trend(available: dict[str, ConditionResults], condition_name: str, baseline
     name = f"Trend over `{CONDITIONS[condition_name].swept}` ({condition_name}), `{method}` vs `{baseline}`"
     if results is None:
         return f"{name}: not tested (run `make study CONDITION={condition_name}`)."
-    # a baseline that ignores the swept parameter is run at one level only (label_free's ``random``): it is
-    # then the baseline of every level, as in the claim's comparisons
-    baseline_levels = [level for level in results.condition.levels if results.method_at(baseline, level)]
+    # a baseline planned at one level only (label_free's ``random``) is the baseline of every level, as in
+    # the claim's comparisons
+    single = results.condition.single_level_of(baseline)
+    at = "same" if single is None else single
     gains = []
     for level in results.condition.levels:
-        if level in baseline_levels:
-            at = "same"
-        elif len(baseline_levels) == 1:
-            at = baseline_levels[0]
-        else:
-            continue
         c = compare(results, baseline, method, level, "video linear", False, at)
         d = compare(results, baseline, method, level, "audio linear", False, at)
         if min(c.seeds) > 0 and min(d.seeds) > 0:
