@@ -6,16 +6,34 @@ SAMPLER ?= active
 RUN ?= runs/$(SAMPLER)
 PARAMS ?=
 
-.PHONY: uv pretrain test bench lab clean-runs study study-testbed machine tensorboard
+.PHONY: uv system pretrain test bench lab clean-runs study study-testbed machine tensorboard
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
-pretrain: uv
+# Debian's FFmpeg 5.1 runtime libraries, which torchcodec loads (avlib/data/window.py; without them the
+# window decoder falls back to PyAV and says so once). Quiet when present; `apt-get update` only when the
+# install fails (a stale package list).
+FFMPEG_LIBS := libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59
+system:
+	@missing=""; for p in $(FFMPEG_LIBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "make system: no apt-get here; install FFmpeg 5.1's libraries ($(FFMPEG_LIBS)) yourself, or avlib decodes with PyAV"; exit 0; \
+	  fi; \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  echo "make system: installing$$missing"; \
+	  install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FFMPEG_LIBS)"; \
+	  $$install >/dev/null || { $$sudo apt-get update -qq && $$install >/dev/null; }; \
+	fi
+
+pretrain: uv system
 	mkdir -p $(RUN)
 	$(UV) run --frozen papermill notebooks/02_pretrain.ipynb $(RUN)/02_pretrain.ipynb -p sampler $(SAMPLER) -p run_dir $(RUN) $(PARAMS)
 
-test: uv
+test: uv system
 	$(UV) run --frozen pytest
 
 # What a float result depends on: the CPU, torch's kernel path (ATEN_CPU_CAPABILITY) and thread counts.
