@@ -214,6 +214,11 @@ class PretrainConfig(_Config):
     sampler: str = "active"  # "random" is the MoCo baseline; see avlib.samplers.SAMPLERS
     dataset: str = EMBEDDED_DATASET  # the embedded dataset's name, or a path to a manifest CSV
     dataset_root: str | None = None  # where a manifest's relative paths resolve (default: its folder)
+    # where training windows come from (avlib.data.sources): "cache" (decoded once, the first clip_seconds of
+    # each clip), "stream" (decoded on the fly from the manifest's files, a random window over the whole clip),
+    # "shards" (streamed from `python -m avlib.data.shards` output); "auto": shards for a shard folder, else cache
+    data_source: str = "auto"
+    decoder: str = "auto"  # stream/shards: "torchcodec" (where FFmpeg's libraries load), "pyav", or "auto"
     run_dir: str = "runs/default"
     seed: int = 0
     # embedded dataset (ignored for a manifest path); its seed is separate from the training seed
@@ -321,6 +326,8 @@ class PretrainConfig(_Config):
         _check_choice("robust_weight_source", self.robust_weight_source, {"bank", "batch"})
         _check_choice("label_source", self.label_source, {"ground_truth", "kmeans"})
         _check_choice("precision", self.precision, {"fp32", "bf16"})
+        _check_choice("data_source", self.data_source, {"auto", "cache", "stream", "shards"})
+        _check_choice("decoder", self.decoder, {"auto", "torchcodec", "pyav"})
         _check_choice("active_candidates", self.active_candidates, {"batch", "fresh", "bank", "backlog", "official"})
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")

@@ -179,6 +179,19 @@ class DecodedCache:
                 f"{tuple(self.audio.shape)}, {len(self.class_names)} classes, "
                 f"{len(self.skipped)} skipped, at {self.path})")
 
+    #: what :mod:`avlib.data.sources` calls this kind of clip source (summary.json's ``data.source``)
+    source = "cache"
+    decoder = "pyav"  # the cache is decoded once, with PyAV (avlib.data.decode)
+
+    def read(self, clip: int, frame_start: int, frames: int, sample_start: int, samples: int):
+        """(frames (frames, H, W, 3) uint8, audio (<= samples,) float32): one window, sliced out of the
+        arrays (the interface every clip source offers, :mod:`avlib.data.sources`)."""
+        return (self.video[clip, frame_start:frame_start + frames],
+                self.audio[clip, sample_start:sample_start + samples])
+
+    def describe(self, clip: int) -> str:
+        return f"{self.clip_ids[clip]} (cache {self.path})"
+
     def select(self, split: str) -> np.ndarray:
         """int64 indices of the clips in a split."""
         return np.flatnonzero(self.splits == split).astype(np.int64)

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from avlib.config import EMBEDDED_DATASET
 from avlib.data.augment import AudioTransform, VideoTransform, seeded
 from avlib.data.cache import DecodedCache
+from avlib.data.decode import DecodeError
 from avlib.data.manifest import ManifestError, load_manifest, skip_reasons, skipped_rows_explanation, validate_manifest
 from avlib.data.synthetic import SyntheticSpec, data_home, default_root, generate
 
@@ -115,7 +116,7 @@ def warn_small_classes(cache: DecodedCache, min_clips: int) -> list[str]:
 
 
 # Stream tags for derive_seed: each kind of randomness draws from its own independent stream.
-SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM, SUBSET_STREAM, SHUFFLE_STREAM, CANDIDATE_STREAM = 0, 1, 2, 3, 4, 5
+SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM, SUBSET_STREAM, SHUFFLE_STREAM, CANDIDATE_STREAM, SHARD_STREAM = range(7)
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -169,11 +170,12 @@ class AVWindows(Dataset):
         self.fps, self.sample_rate = cfg.fps, cfg.sample_rate
         self.window_frames, self.window_samples = cfg.window_frames, cfg.window_samples
         self.audio_offset_s = float(cfg.audio_offset_s) if train else 0.0
-        self.total_frames = cache.video.shape[1]
-        assert self.window_frames <= self.total_frames, "window longer than the cached clips"
-        # valid lengths per clip: windows stay inside a clip shorter than clip_seconds (see cache)
+        # valid lengths per clip: windows stay inside a clip shorter than clip_seconds (see cache), or range
+        # over the whole clip when it is streamed (avlib.data.sources)
         self.frame_counts = np.asarray(cache.frame_counts)
         self.sample_counts = np.asarray(cache.sample_counts)
+        self.total_frames = int(self.frame_counts.max()) if len(self.frame_counts) else 0
+        assert self.window_frames <= self.total_frames or not len(self.indices), "window longer than the clips"
         self.video_transform = VideoTransform(cfg.crop_size, train)
         self.audio_transform = AudioTransform(cfg.sample_rate, cfg.n_mels, train)
 
@@ -189,7 +191,7 @@ class AVWindows(Dataset):
         which may be shorter than ``clip_seconds``)."""
         clip = int(self.indices[position]) if len(self.indices) else 0
         frames = int(self.frame_counts[clip]) if len(self.frame_counts) else self.total_frames
-        samples = int(self.sample_counts[clip]) if len(self.sample_counts) else self.cache.audio.shape[1]
+        samples = int(self.sample_counts[clip])
         last = max(0, frames - self.window_frames)
         if self.train:
             start = int(torch.randint(0, last + 1, ()).item())  # inside the seeded scope
@@ -205,17 +207,36 @@ class AVWindows(Dataset):
         return start, audio_start
 
     def __getitem__(self, item: tuple[int, int]) -> dict:
+        """The windows of item ``(position, seed)``.
+
+        A training window that cannot be decoded (a streamed file or shard sample broken after
+        validation) is replaced by the next position's window, with the same seed, so the batch keeps its
+        size on every rank; the item's ``failed`` list names each one left out and why.  Evaluation
+        windows are never replaced (a probe feature must be its own clip's): the error is raised.
+        """
         position, seed = item
-        clip = int(self.indices[position])
-        with seeded(seed):
-            start, audio_start = self.window_starts(seed, position)
-            frames = self.cache.video[clip, start:start + self.window_frames]  # (T, H, W, 3)
-            waveform = self.cache.audio[clip, audio_start:audio_start + self.window_samples]  # (S,)
-            if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip
-                waveform = np.pad(waveform, (0, self.window_samples - waveform.shape[0]))
-            video = self.video_transform(frames)
-            audio = self.audio_transform(waveform)
-        return {"video": video, "audio": audio, "clip_index": clip, "label": int(self.cache.labels[clip])}
+        failed: list[tuple[str, str]] = []
+        for attempt in range(len(self.indices)):
+            clip = int(self.indices[(position + attempt) % len(self.indices)])
+            with seeded(seed):
+                start, audio_start = self.window_starts(seed, (position + attempt) % len(self.indices))
+                try:
+                    frames, waveform = self.cache.read(clip, start, self.window_frames, audio_start,
+                                                       self.window_samples)  # (T, H, W, 3), (S,)
+                except DecodeError as exc:
+                    if not self.train:
+                        raise
+                    failed.append((self.cache.describe(clip), exc.reason))
+                    continue
+                if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip
+                    waveform = np.pad(waveform, (0, self.window_samples - waveform.shape[0]))
+                video = self.video_transform(frames)
+                audio = self.audio_transform(waveform)
+            return {"video": video, "audio": audio, "clip_index": clip, "label": int(self.cache.labels[clip]),
+                    "window_start_s": start / self.fps, "failed": failed}
+        raise DecodeError(self.cache.describe(int(self.indices[position])),
+                          f"no training window of the {len(self.indices)} clips could be decoded "
+                          f"(first failure: {failed[0][1] if failed else 'none'})")
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -275,4 +296,6 @@ def collate(items: list[dict]) -> dict:
         "audio": torch.stack([it["audio"] for it in items]),  # (B, 1, n_mels, frames)
         "clip_index": torch.tensor([it["clip_index"] for it in items], dtype=torch.long),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "window_start_s": torch.tensor([it.get("window_start_s", 0.0) for it in items], dtype=torch.float64),
+        "failed": [failure for it in items for failure in it.get("failed", ())],  # (where, reason) left out
     }

@@ -27,9 +27,11 @@ import platform
 import signal
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -39,8 +41,9 @@ from avlib.active import EMBEDDINGS, SELECTORS
 from avlib.config import ConfigError, PretrainConfig, choose
 from avlib.data.cache import DecodedCache
 from avlib.data.dataset import (SAMPLER_STREAM, SHUFFLE_STREAM, AVWindows, StepBatches, collate, derive_seed,
-                                open_dataset, stratified_subset)
-from avlib.data.manifest import write_skipped_rows
+                                stratified_subset)
+from avlib.data.manifest import skip_reasons, write_skipped_rows
+from avlib.data.sources import ShardBatches, open_clips
 from avlib.eval.probe import KnnMonitor, run_probes
 from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
 from avlib.models.export import ENCODERS_FILE, export_encoders
@@ -49,6 +52,7 @@ from avlib.train import distributed
 from avlib.train.run_folder import (MetricsLog, has_checkpoint, load_checkpoint, prepare_run_folder,
                                     read_metrics, read_random_init_probes, save_checkpoint_file,
                                     write_json_atomic, write_random_init_probes)
+from avlib.train.memory import PeakTreeRSS
 from avlib.train.snapshots import DictionaryRecorder
 from avlib.train.tensorboard import TensorBoardLog
 
@@ -133,6 +137,7 @@ class Training:
     key_groups: int  # shuffle_bn: groups of the global batch whose keys get their own BN statistics
     steps_per_epoch: int
     total_steps: int
+    seen: torch.Tensor | None = None  # (N,) bool: clips that gave at least one training window
 
     def autocast(self):
         return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16,
@@ -153,13 +158,17 @@ def check_world(cfg: PretrainConfig, world: distributed.World) -> int:
 
 
 def load_training_data(cfg: PretrainConfig, world: distributed.World):
-    """The decoded dataset (rank 0 builds the cache, the others wait and open it) and the training clips."""
+    """The clips (rank 0 builds the cache or validates the manifest, the others wait and open it; see
+    :func:`avlib.data.sources.open_clips`) and the training clips."""
     if world.is_main:
-        cache = open_dataset(cfg, progress=cfg.progress)
+        cache = open_clips(cfg, progress=cfg.progress)
         write_skipped_rows(cache.skipped_rows, Path(cfg.run_dir) / "skipped_clips.csv")
     distributed.barrier(world)
     if not world.is_main:
-        cache = open_dataset(cfg, progress=False)
+        cache = open_clips(cfg, progress=False)
+    if cache.source == "shards" and cfg.subset_fraction < 1.0:
+        raise ConfigError(f"parameter subset_fraction={cfg.subset_fraction} cannot thin a shard stream (every "
+                          "shard sample is read each epoch): write shards of the subset's manifest instead")
     train_indices = stratified_subset(cache.select("train"), cache.labels, cfg.subset_fraction, cfg.seed)
     return cache, train_indices
 
@@ -195,7 +204,8 @@ def build_training(cfg: PretrainConfig, world: distributed.World, device: str, c
         online, keys_model = torch.compile(online), torch.compile(momentum_model)
     return Training(cfg=cfg, world=world, device=device, model=model, momentum_model=momentum_model,
                     sampler=sampler, optimizer=optimizer, online=online, keys_model=keys_model,
-                    key_groups=key_groups, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+                    key_groups=key_groups, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                    seen=torch.zeros(len(cache), dtype=torch.bool))
 
 
 def save_checkpoint(t: Training, step: int, wall_s: float) -> None:
@@ -205,6 +215,7 @@ def save_checkpoint(t: Training, step: int, wall_s: float) -> None:
             "step": step, "wall_s": wall_s, "config": t.cfg.to_dict(), "world_size": t.world.size,
             "model": t.model.state_dict(), "momentum_model": t.momentum_model.state_dict(),
             "sampler": t.sampler.state_dict(), "optimizer": t.optimizer.state_dict(),
+            "data_seen": None if t.seen is None else t.seen.clone(),
         }, t.cfg.run_dir)
     distributed.barrier(t.world)
 
@@ -216,6 +227,8 @@ def restore(t: Training) -> tuple[int, float]:
     t.momentum_model.load_state_dict(state["momentum_model"])
     t.sampler.load_state_dict(state["sampler"])
     t.optimizer.load_state_dict(state["optimizer"])
+    if state.get("data_seen") is not None and t.seen is not None:
+        t.seen.copy_(state["data_seen"])
     return state["step"], state["wall_s"]
 
 
@@ -366,12 +379,13 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
     distributed.barrier(world)
 
     start_step, previous_wall_s = restore(t) if resuming else (0, 0.0)
-    run_steps(t, cache, train_indices, start_step, lambda: previous_wall_s + time.perf_counter() - run_started)
+    with PeakTreeRSS() as memory:  # this process and its loader workers, while they train
+        run_steps(t, cache, train_indices, start_step, lambda: previous_wall_s + time.perf_counter() - run_started)
     train_wall_s = previous_wall_s + time.perf_counter() - run_started
     if not world.is_main:
         distributed.barrier(world)  # rank 0 probes and writes the summary
         return json.loads((Path(cfg.run_dir) / "summary.json").read_text())
-    summary = summarise(t, cache, train_indices)
+    summary = summarise(t, cache, train_indices, peak_rss_mb=memory.peak_mb)
     export_encoders(t.model, cfg, Path(cfg.run_dir) / ENCODERS_FILE)  # plain state dicts to take away
     if cfg.tensorboard:
         log = TensorBoardLog(cfg.run_dir)
@@ -385,12 +399,44 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
 
 
 def step_loader(t: Training, cache: DecodedCache, train_indices, start_step: int) -> DataLoader:
-    """This rank's share of every step's seeded global batch, from ``start_step`` on."""
+    """This rank's share of every step's seeded global batch, from ``start_step`` on: map-style over the
+    cache or the streamed files (:class:`StepBatches`), or streamed from shards (:class:`ShardBatches`)."""
     cfg, world = t.cfg, t.world
+    windows = AVWindows(cache, train_indices, cfg, train=True)
+    pin = t.device.startswith("cuda")  # page-locked batches, so the copies to the GPU can be asynchronous
+    if cache.source == "shards":
+        if t.sampler.extra_candidates():
+            raise ConfigError(f"parameter active_candidates={cfg.active_candidates!r} draws extra clips at random, "
+                              "which a shard stream cannot serve: use 'batch' (the default) or data_source='stream'")
+        stream = ShardBatches(windows, cache, cfg.batch_size, cfg.seed, t.total_steps, start_step,
+                              shard=(world.rank, world.size))
+        return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin,
+                          worker_init_fn=_single_threaded_worker)
     batches = StepBatches(len(train_indices), cfg.batch_size, cfg.seed, t.total_steps, start_step,
                           shard=(world.rank, world.size), candidates=t.sampler.extra_candidates())
-    return DataLoader(AVWindows(cache, train_indices, cfg, train=True), batch_sampler=batches, collate_fn=collate,
-                      num_workers=cfg.num_workers, worker_init_fn=_single_threaded_worker)
+    return DataLoader(windows, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers,
+                      pin_memory=pin, worker_init_fn=_single_threaded_worker)
+
+
+def data_columns(t: Training, batch: dict, step: int) -> dict[str, float]:
+    """What the loader delivered at this step, over the global batch: where the training windows start
+    (seconds into their clips) and how many windows failed to decode (each logged with its file, shard
+    and key in ``run_dir/data_failures.csv``, appended by every rank); rank 0 marks the clips seen."""
+    local = t.cfg.batch_size // t.world.size
+    starts = distributed.gather(batch["window_start_s"][:local].to(t.device), t.world)  # (B,) seconds
+    failures = batch.get("failed", [])
+    if failures:
+        path = Path(t.cfg.run_dir) / "data_failures.csv"
+        with open(path, "a", encoding="utf-8") as log:
+            for where, reason in failures:
+                log.write(f"{step},{t.world.rank},{json.dumps(where)},{json.dumps(reason)}\n")
+    failed = distributed.gather(torch.tensor([len(failures)], device=t.device), t.world)  # (W,)
+    clips = distributed.gather(batch["clip_index"][:local].to(t.device), t.world)  # (B,)
+    t.seen[clips.cpu()] = True
+    # the global batch's clips in slot order, as one number: two runs read the same samples iff these agree
+    digest = zlib.crc32(clips.cpu().numpy().astype("<i8").tobytes())
+    return {"window_start_min": float(starts.min()), "window_start_mean": float(starts.mean()),
+            "window_start_max": float(starts.max()), "data_failures": int(failed.sum()), "batch_digest": digest}
 
 
 def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, wall_s) -> None:
@@ -398,6 +444,9 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
     end, and on SIGTERM/SIGINT (then :class:`Interrupted` is raised); ``wall_s()`` is the run's wall time."""
     cfg, world = t.cfg, t.world
     loader = step_loader(t, cache, train_indices, start_step)
+    if world.is_main:  # steps replayed after a resume log their failures again
+        _drop_failures_from(Path(cfg.run_dir) / "data_failures.csv", start_step)
+    distributed.barrier(world)
     # metrics, dictionary diversity and snapshots on rank 0 (the dictionaries are the same on every rank)
     records = RunRecords(t, cache, start_step) if world.is_main else None
     t.model.train()
@@ -407,6 +456,7 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
             iteration_started = time.perf_counter()
             for step, batch in zip(range(start_step, t.total_steps), loader):
                 data_s = time.perf_counter() - iteration_started
+                loaded = data_columns(t, batch, step)
                 outcome = train_step(t, batch, step)
                 diagnostics = outcome.diagnostics
                 diagnostics.update(update_dictionaries(t, outcome.global_batch, records and records.recorder))
@@ -415,7 +465,7 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
                 mean_loss = diagnostics.pop("loss")  # over the global batch
                 if records is not None:  # (the monitor's time is its own column, not part of step_s)
                     records.write({"step": step, "epoch": step // t.steps_per_epoch, "loss": mean_loss,
-                                   "lr": outcome.lr, "step_s": step_s, "data_s": data_s, **diagnostics,
+                                   "lr": outcome.lr, "step_s": step_s, "data_s": data_s, **loaded, **diagnostics,
                                    **records.monitored(t, step)})
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == t.total_steps or stopping:
                     save_checkpoint(t, step + 1, wall_s())
@@ -427,8 +477,59 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
             records.close()
 
 
-def summarise(t: Training, cache: DecodedCache, train_indices) -> dict:
-    """The run's summary: what ran, how fast, the method's own results and the probes."""
+def data_summary(t: Training, cache, train_indices, rows: list[dict], peak_rss_mb: float | None) -> dict:
+    """``summary["data"]``: what the loader read.  ``clips_seen`` counts the training clips that gave at
+    least one window (so it shows clips lost to failed decodes), ``data_wait_share`` the share of step
+    time spent waiting for the next batch, ``window_start_s`` where in their clips the windows started
+    (``span_share``: max - min over the mean training clip's length, how much of a clip training reaches)
+    and ``peak_rss_mb`` the peak resident memory of the training process and its loader workers in this
+    session (:mod:`avlib.train.memory`)."""
+    durations = (np.asarray(cache.durations)[np.asarray(train_indices)] if hasattr(cache, "durations")
+                 else np.asarray(cache.frame_counts)[np.asarray(train_indices)] / cache.fps)
+    starts = [r for r in rows if not math.isnan(r.get("window_start_mean", math.nan))]
+    failures = _read_failures(Path(t.cfg.run_dir) / "data_failures.csv")
+    reasons: dict[str, int] = {}
+    for _, _, reason in failures:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    window = {"min": min(r["window_start_min"] for r in starts), "mean": sum(r["window_start_mean"] for r in starts) /
+              len(starts), "max": max(r["window_start_max"] for r in starts)} if starts else None
+    mean_clip_s = float(durations.mean()) if len(durations) else 0.0
+    return {
+        "source": cache.source, "decoder": cache.decoder, "train_clips": len(train_indices),
+        "clips_seen": int(t.seen.sum()), "windows": len(rows) * t.cfg.batch_size,
+        "skipped": {"rows": len(cache.skipped_rows), "row_reasons": skip_reasons(cache.skipped_rows).strip(" ()"),
+                    "failed_windows": len(failures), "failed_window_reasons": reasons,
+                    "failed_examples": [f"step {step}: {where}: {reason}" for step, where, reason in failures[:5]]},
+        "data_wait_share": sum(r["data_s"] for r in rows) / max(1e-9, sum(r["step_s"] for r in rows)),
+        "peak_rss_mb": peak_rss_mb,
+        "window_start_s": window, "mean_clip_s": mean_clip_s,
+        "span_share": (window["max"] - window["min"]) / mean_clip_s if window and mean_clip_s else None,
+    }
+
+
+def _read_failures(path: Path) -> list[tuple[int, str, str]]:
+    """(step, where, reason) of each logged failed window, once per (step, where) even if a resume replayed it."""
+    if not path.is_file():
+        return []
+    seen, failures = set(), []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        step, _rank, rest = line.split(",", 2)
+        where, reason = json.loads("[" + rest + "]")
+        if (int(step), where) not in seen:
+            seen.add((int(step), where))
+            failures.append((int(step), where, reason))
+    return failures
+
+
+def _drop_failures_from(path: Path, start_step: int) -> None:
+    """Forget the failures logged at steps >= ``start_step`` (a resumed run replays them)."""
+    if path.is_file():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if int(line.split(",", 1)[0]) < start_step]
+        path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def summarise(t: Training, cache: DecodedCache, train_indices, peak_rss_mb: float | None = None) -> dict:
+    """The run's summary: what ran, how fast, what the loader read, the method's own results and the probes."""
     cfg = t.cfg
     rows = read_metrics(cfg.run_dir)
     last_epoch = rows[-t.steps_per_epoch:] if rows else []
@@ -443,6 +544,7 @@ def summarise(t: Training, cache: DecodedCache, train_indices) -> dict:
         "device": t.device, "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
         **t.sampler.summary(),
+        "data": data_summary(t, cache, train_indices, rows, peak_rss_mb),
     }
     monitored = [r for r in rows if not math.isnan(r.get("monitor_s", math.nan))]
     if monitored:  # the online kNN monitor: its last values and its cost beside training's

@@ -222,7 +222,10 @@ def result_parameters(cfg: PretrainConfig) -> dict:
 def check_same_run(run_dir: Path, cfg: PretrainConfig) -> None:
     """Refuse a run folder that holds a run with other (result-changing) parameters."""
     saved = json.loads((run_dir / "config.json").read_text())
-    differences = {k: (saved.get(k), v) for k, v in result_parameters(cfg).items() if saved.get(k) != v}
+    # a parameter added after the run was made is absent from its config.json: it ran at the default
+    defaults = PretrainConfig().to_dict()
+    differences = {k: (saved.get(k, defaults.get(k)), v) for k, v in result_parameters(cfg).items()
+                   if saved.get(k, defaults.get(k)) != v}
     if differences:
         listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(differences.items()))
         raise ConfigError(
