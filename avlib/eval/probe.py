@@ -13,6 +13,7 @@ whether a method's representation serves the rare classes too, which plain accur
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from avlib.data.dataset import AVWindows, collate
+from avlib.data.decode import DecodeError
 from avlib.models.encoders import AVModel
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -30,24 +32,43 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 @torch.no_grad()
 def extract_features(model: AVModel, cache, indices, cfg, *, eval_windows: int = 3, batch_size: int = 64,
                      device: str = "cpu") -> dict[str, np.ndarray]:
-    """Frozen features of clips ``indices``: {"video": (N, Fv), "audio": (N, Fa), "labels": (N,)}."""
+    """Frozen features of clips ``indices``: {"video": (N, Fv), "audio": (N, Fa), "labels": (N,), "clips": (N,)}.
+
+    A clip with a window that cannot be decoded (a streamed file or shard sample broken after validation)
+    is left out of the features, with a warning naming it: a probe must not stop a finished run, and a
+    clip's features must be its own (``clips`` holds the clip index of each row that is kept)."""
     was_training = model.training
     model.eval()
+    indices = np.asarray(indices)
     dataset = AVWindows(cache, indices, cfg, train=False, eval_windows=eval_windows)
-    sums: dict[str, np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}  # modality -> (N, F) features summed over the windows
+    broken: dict[int, str] = {}  # position -> why one of its windows failed
     for window in range(eval_windows):
-        chunks = {"video": [], "audio": []}
         for begin in range(0, len(dataset), batch_size):
-            batch = collate([dataset[(p, window)] for p in range(begin, min(begin + batch_size, len(dataset)))])
-            video_feature, audio_feature = model.features(batch["video"].to(device), batch["audio"].to(device))
-            chunks["video"].append(video_feature.float().cpu().numpy())
-            chunks["audio"].append(audio_feature.float().cpu().numpy())
-        for modality, parts in chunks.items():
-            stacked = np.concatenate(parts)
-            sums[modality] = stacked if modality not in sums else sums[modality] + stacked
+            positions, items = [], []
+            for p in range(begin, min(begin + batch_size, len(dataset))):
+                try:
+                    items.append(dataset[(p, window)])
+                    positions.append(p)
+                except DecodeError as exc:
+                    broken[p] = f"{cache.describe(int(indices[p]))}: {exc.reason}"
+            if not items:
+                continue
+            batch = collate(items)
+            video, audio = model.features(batch["video"].to(device), batch["audio"].to(device))
+            for modality, feature in (("video", video), ("audio", audio)):
+                values = feature.float().cpu().numpy()  # (b, F)
+                total = sums.setdefault(modality, np.zeros((len(indices), values.shape[1]), np.float32))
+                total[positions] += values
     model.train(was_training)
-    features = {modality: total / eval_windows for modality, total in sums.items()}
-    features["labels"] = np.asarray(cache.labels)[np.asarray(indices)]
+    keep = np.array([p not in broken for p in range(len(indices))], dtype=bool)
+    if broken:
+        first = next(iter(broken.values()))
+        warnings.warn(f"{len(broken)} of {len(indices)} clips left out of the probe features: a window could not "
+                      f"be decoded (first: {first})", stacklevel=2)
+    features = {modality: total[keep] / eval_windows for modality, total in sums.items()}
+    features["labels"] = np.asarray(cache.labels)[indices[keep]]
+    features["clips"] = indices[keep]
     return features
 
 
