@@ -6,7 +6,8 @@ work and leaves reports/ byte-identical, and that a bad condition is refused wit
 """
 
 import hashlib
-import math
+import json
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +15,8 @@ from avlib.config import ConfigError
 from avlib.study import CONDITIONS, DEFAULT_SEEDS
 from avlib.study.conditions import FIVE_SEEDS, STUDY_BASE
 from avlib.study.main import main, run_study
-from avlib.study.report import Comparison, combine
 from avlib.study.run import link_twins, parse_overrides, plan_runs
+from avlib.study.stats import decide
 from avlib.train.launch import parse_args
 from tiny import TINY
 
@@ -53,7 +54,7 @@ def test_the_report_has_every_section_and_table(study):
         assert (root / "runs" / "samplers" / f"{method}_seed0" / "04_downstream.ipynb").is_file()
         assert (root / "reports" / "study" / "notebooks" / "samplers" / f"{method}_seed0_02_pretrain.ipynb").is_file()
         kept = root / "reports" / "study" / "runs" / "samplers" / f"{method}_seed0"  # the report's links resolve
-        assert {p.name for p in kept.iterdir()} == {"config.json", "summary.json", "study_run.json"}
+        assert {p.name for p in kept.iterdir()} == {"config.json", "summary.json", "study_run.json", "diversity.json"}
         assert f"(study/runs/samplers/{method}_seed0/config.json)" in text
     assert "| *random init* | 1 |" in text
     planned = CONDITIONS["samplers"]
@@ -197,8 +198,9 @@ def test_the_study_command_runs_a_conditions_own_seeds_by_default(tmp_path, monk
 
 
 def test_report_tables_show_named_levels_and_balanced_and_tail_accuracy(tmp_path):
-    from avlib.study.report import (ConditionResults, RunResult, _label_source_note, class_table,
-                                    probe_table, pseudo_label_table)
+    from avlib.study.findings import _label_source_note
+    from avlib.study.report import class_table, probe_table, pseudo_label_table
+    from avlib.study.results import ConditionResults, RunResult
 
     condition = CONDITIONS["label_free"]
     runs = []
@@ -225,48 +227,100 @@ def test_report_tables_show_named_levels_and_balanced_and_tail_accuracy(tmp_path
     assert "| kmeans | *random init* | 2 |" in probe_table(results)
 
 
-def test_the_findings_rule():
-    def verdict(gain, pooled, seeds=(3, 3)):
-        return Comparison("samplers", None, "random", "active", "video linear", True, gain, pooled, seeds).verdict
+def _probe_run(condition, name, seed, accuracy, config=None, tail=0.1):
+    from avlib.study.results import RunResult
 
-    assert verdict(2.0, 1.0) == "supported" and verdict(-2.0, 1.0) == "contradicted"
-    assert verdict(0.5, 1.0) == "unresolved" and verdict(5.0, math.nan, (1, 3)).startswith("untested")
-    assert Comparison("samplers", None, "a", "b", "video linear", True, 1.0, 1.0).seeds_to_resolve() == "8"
-    assert combine(["supported", "supported"]) == "supported"
-    assert combine(["supported", "unresolved"]) == "not resolved"
-    assert combine(["supported", "contradicted"]) == "mixed"
+    probe = {m: {"linear": accuracy, "knn": accuracy, "linear_tail": accuracy - tail} for m in ("video", "audio")}
+    return RunResult(condition.variant(name), seed, Path("."), dict(config or {}), {"probe": probe}, {}, {}, None)
+
+
+def test_the_findings_decide_with_the_stats_rule_paired_by_seed():
+    """Per-seed differences decide (the shared seed swing cancels); the unpaired test on the same values
+    cannot; one seed is untested."""
+    from avlib.study.findings import compare
+    from avlib.study.results import ConditionResults
+
+    sources = CONDITIONS["sources"]
+    swing = [0.0, 0.12, -0.08, 0.05, -0.1]  # what seed k does to both methods
+    runs = [_probe_run(sources, f"{method}_src8", seed, 0.6 + swing[seed] + shift + 0.002 * (-1) ** seed)
+            for method, shift in (("random", 0.0), ("active", 0.03)) for seed in range(5)]
+    results = ConditionResults(sources, runs, [])
+    c = compare(results, "random", "active", 8.0, "video linear", True)
+    assert c.paired and c.pairing == "paired" and c.seeds == (5, 5)
+    assert c.verdict == "better" and c.decision.mean == pytest.approx(3.0)
+    assert c.decision.differences == pytest.approx((3.0,) * 5)
+    unpaired = decide(list(c.baseline_values.values()), list(c.method_values.values()), paired=False)
+    assert unpaired.verdict == "inconclusive"  # the seed swing (~9 points) hides a 3-point gain
+    # identical arms but for noise well inside ±2 points: equivalent; fewer than two seeds: untested
+    runs = [_probe_run(sources, f"{method}_src8", seed, 0.6 + swing[seed] + 0.002 * (method == "active") * (-1) ** seed)
+            for method in ("random", "active") for seed in range(5)]
+    assert compare(ConditionResults(sources, runs, []), "random", "active", 8.0, "audio linear", True).verdict \
+        == "equivalent"
+    one = ConditionResults(sources, [r for r in runs if r.seed == 0], [])
+    assert compare(one, "random", "active", 8.0, "audio linear", True).verdict == "untested (fewer than 2 seeds)"
+
+
+def test_a_one_level_baseline_is_paired_only_on_the_same_data_and_primaries_are_holm_corrected():
+    from avlib.study.findings import CLAIMS, compare, claim_comparisons
+    from avlib.study.results import ConditionResults
+
+    labels = CONDITIONS["label_free"]
+    data = {"clips_per_class": 60, "dataset_seed": 0}
+    runs = [_probe_run(labels, name, seed, accuracy + 0.05 * (seed % 2), {**data, "seed": seed})
+            for seed in range(5) for name, accuracy in (("random_ground_truth", 0.5), ("soft_positive_kmeans", 0.51),
+                                                        ("class_aware_kmeans", 0.6), ("hard_negative_kmeans", 0.5))]
+    results = ConditionResults(labels, runs, [])
+    c = compare(results, "random", "soft_positive", "kmeans", "video linear", True, "ground_truth")
+    assert c.paired and c.pairing == "paired (baseline at ground_truth: same data and seeds)"
+    # another dataset under the same seeds is not a pair
+    other = [_probe_run(labels, r.name.rsplit("_seed", 1)[0], r.seed, r.probe("video", "linear"),
+                        {**r.config, "dataset_seed": 1} if r.variant.method != "random" else r.config) for r in runs]
+    c = compare(ConditionResults(labels, other, []), "random", "soft_positive", "kmeans", "video linear", True,
+                "ground_truth")
+    assert not c.paired and c.pairing == "Welch (unpaired), baseline at ground_truth"
+    # the claim's six primary comparisons are decided together: Holm-adjusted over 18 hypotheses
+    comparisons = claim_comparisons(CLAIMS[2], {"label_free": results})
+    primary = [c for c in comparisons if c.primary]
+    assert len(primary) == 6 and all(c.holm and c.decision.p_adjusted for c in primary)
+    alone = compare(results, "random", "soft_positive", "kmeans", "video linear", True, "ground_truth").decision
+    assert alone.verdict == "better" and alone.within_margin  # +1 point each seed: better, by less than δ
+    soft = next(c for c in primary if c.method == "soft_positive" and c.metric == "video linear")
+    assert soft.decision.p_adjusted["better"] == pytest.approx(0.0) and soft.verdict == "better"
+    assert {c.verdict for c in primary if c.method == "class_aware"} == {"better"}
+    assert {c.verdict for c in primary if c.method == "hard_negative"} == {"equivalent"}
 
 
 def test_claims_read_the_testbed_conditions_with_their_trends_and_baseline_levels(tmp_path):
     """CM-ACC is decided at the most redundant level of `sources` (tail accuracy beside it), with the trend
-    over the levels; label_free's k-means runs are compared with the one random variant (ground_truth)."""
-    from avlib.study.report import CLAIMS, ConditionResults, RunResult, _trend, claim_comparisons
-
-    def run(condition, name, seed, accuracy):
-        probe = {m: {"linear": accuracy, "knn": accuracy, "linear_tail": accuracy - 0.1} for m in ("video", "audio")}
-        return RunResult(condition.variant(name), seed, tmp_path, {}, {"probe": probe}, {}, {}, None)
+    over the levels and its intervals; label_free's k-means runs are compared with the one random variant
+    (ground_truth), paired."""
+    from avlib.study.findings import CLAIMS, _trend, claim_comparisons
+    from avlib.study.results import ConditionResults
 
     sources = CONDITIONS["sources"]
-    runs = [run(sources, f"{method}_src{level}", seed, base + gain * (method == "active") + 0.01 * seed)
+    runs = [_probe_run(sources, f"{method}_src{level}", seed, base + gain * (method == "active") + 0.01 * seed)
             for level, gain in ((1, 0.0), (4, 0.02), (8, 0.05)) for method, base in (("random", 0.6), ("active", 0.6))
             for seed in range(3)]
     labels = CONDITIONS["label_free"]
-    runs_lf = [run(labels, name, seed, accuracy + 0.01 * seed) for seed in range(3)
+    runs_lf = [_probe_run(labels, name, seed, accuracy + 0.01 * seed) for seed in range(3)
                for name, accuracy in (("random_ground_truth", 0.5), ("soft_positive_kmeans", 0.6),
                                       ("soft_positive_ground_truth", 0.7))]
     available = {"sources": ConditionResults(sources, runs, []), "label_free": ConditionResults(labels, runs_lf, [])}
     cmacc = claim_comparisons(CLAIMS[0], available)
     primary = [c for c in cmacc if c.primary]
     assert {(c.level, c.metric) for c in primary} == {(8.0, "video linear"), (8.0, "audio linear")}
-    assert all(c.gain == pytest.approx(5.0) and c.verdict == "supported" for c in primary)
+    assert all(c.decision.mean == pytest.approx(5.0) and c.verdict == "better" and c.paired for c in primary)
+    assert len(cmacc) == len({(c.condition, c.level, c.method, c.metric) for c in cmacc})  # each cell once
     trend = _trend(available, "sources", "random", "active")
-    assert "+0.00 at 1, +2.00 at 4, +5.00 at 8" in trend and "grows" in trend and "does not grow" not in trend
+    assert ("video linear: +0.00 [+0.00, +0.00] equivalent at 1, +2.00 [+2.00, +2.00] better at 4, "
+            "+5.00 [+5.00, +5.00] better at 8; from 1 to 8 the difference grows (+5.00") in trend
     label = [c for c in claim_comparisons(CLAIMS[2], available) if c.primary and c.method == "soft_positive"]
-    assert {c.level for c in label} == {"kmeans"} and all(c.gain == pytest.approx(10.0) for c in label)
+    assert {c.level for c in label} == {"kmeans"} and all(c.decision.mean == pytest.approx(10.0) for c in label)
     assert "not tested (run `make study CONDITION=imbalance`)" in _trend(available, "imbalance", "random", "active")
     # label-free's trend: both label sources against the one random baseline (ground truth -> k-means)
     label_trend = _trend(available, "label_free", "random", "soft_positive")
-    assert "+20.00 at ground_truth, +10.00 at kmeans" in label_trend and "does not grow" in label_trend
+    assert "+20.00 [+20.00, +20.00] better at ground_truth, +10.00 [+10.00, +10.00] better at kmeans" in label_trend
+    assert "from ground_truth to kmeans the difference falls (-10.00" in label_trend and "paired t" in label_trend
     assert _trend(available, "label_free", "random", "class_aware").endswith("needs runs at two levels or more.")
 
 
@@ -307,7 +361,8 @@ def test_a_folder_holding_a_run_of_another_configuration_is_refused_not_counted_
 
 def test_provenance_counts_a_linked_run_once_and_names_its_twin(tmp_path):
     from avlib.config import PretrainConfig
-    from avlib.study.report import ConditionResults, RunResult, provenance_section
+    from avlib.study.report import provenance_section
+    from avlib.study.results import ConditionResults, RunResult
 
     trained_dir = tmp_path / "runs" / "sources" / "random_src1_seed0"
     trained_dir.mkdir(parents=True)
@@ -332,3 +387,69 @@ def test_provenance_counts_a_linked_run_once_and_names_its_twin(tmp_path):
     # the linked run's parameters link to its origin's kept copy (kept once, not once per condition)
     assert "[random_imb1_seed0](study/runs/sources/random_src1_seed0/config.json)" in text
     assert "study/runs/imbalance/" not in text
+
+
+def _write_finished(run, accuracy, wall_s=60.0):
+    """A finished run folder as the loop leaves it (config.json, summary.json) and its study record."""
+    from avlib.config import PretrainConfig
+
+    run.run_dir.mkdir(parents=True)
+    PretrainConfig.from_dict(run.parameters).save(run.run_dir / "config.json")
+    probe = {m: {"linear": accuracy, "knn": accuracy} for m in ("video", "audio")}
+    summary = {"probe": probe, "probe_random_init": probe, "wall_s": wall_s, "train_wall_s": wall_s,
+               "mean_step_s": 0.5, "mean_select_s": 0.001, "steps": 100, "num_clips": 600, "num_threads": 1}
+    (run.run_dir / "summary.json").write_text(json.dumps(summary))
+    (run.run_dir / "study_run.json").write_text(json.dumps({"condition": run.condition, "attempts": [
+        {"started": "2026-11-29T03:46:00Z", "finished": "2026-11-29T03:50:00Z", "commit": "abc", "dirty": False}]}))
+
+
+def test_the_report_rebuilds_from_the_kept_copies_with_the_same_numbers_and_twins(tmp_path):
+    """Without the run folders, --from-kept reads reports/study/runs/ and finds the run two conditions share
+    (kept once, under the condition that trained it) for the other: every table and verdict is the same."""
+    from avlib.study.report import write_report
+
+    runs_root, reports = tmp_path / "runs", tmp_path / "reports"
+    trained = plan_runs(CONDITIONS["sources"], runs_root, (0, 1), variant_names=["random_src1", "active_src1"])
+    for run in trained:
+        _write_finished(run, 0.5 + 0.1 * (run.variant.method == "active") + 0.02 * run.seed)
+    twins = plan_runs(CONDITIONS["sync"], runs_root, (0, 1), variant_names=["random_sync1", "active_sync1"])
+    assert link_twins(twins, runs_root, log=lambda *_: None) == 4
+    from_folders = write_report(runs_root, reports).read_text()
+    kept = reports / "study" / "runs"
+    assert sorted(p.name for p in kept.iterdir()) == ["sources", "sync"]
+    assert [p.name for p in (kept / "sync").iterdir()] == ["links.json"]  # a linked run is kept once
+    import shutil
+
+    shutil.rmtree(runs_root)
+    assert main(["--report-only", "--from-kept", "--reports-dir", str(reports)]) == 0
+    from_kept = (reports / "REPORT.md").read_text()
+
+    def numbers(text):  # everything but the lines naming where the runs were read from
+        return [line for line in text.splitlines() if "read from" not in line and "run folders under" not in line
+                and not line.startswith(("Generated by `make study`", "Rebuilt by"))]
+
+    assert numbers(from_kept) == numbers(from_folders)
+    assert "4 run(s) of one condition are the same configuration" in from_kept
+    assert "sync/random_sync1_seed0 = sources/random_src1_seed0" in from_kept
+    assert "2 of them another condition's runs" not in from_kept and "4 of them another condition's runs" in from_kept
+    with pytest.raises(SystemExit):
+        main(["--from-kept", "--reports-dir", str(reports)])  # it only rebuilds the report
+
+
+def test_a_run_made_before_a_parameter_existed_is_still_the_same_run(tmp_path):
+    """config.json of an older run lacks a newer parameter: it ran at the default, so it stays finished,
+    its twin is still linked and check_existing_folders does not refuse it."""
+    from avlib.study.run import check_existing_folders, same_run_parameters
+
+    (run,) = plan_runs(CONDITIONS["sources"], tmp_path, (0,), variant_names=["random_src8"])
+    _write_finished(run, 0.5)
+    saved = json.loads((run.run_dir / "config.json").read_text())
+    del saved["decoder"], saved["data_source"]  # added after the committed study's runs
+    (run.run_dir / "config.json").write_text(json.dumps(saved))
+    check_existing_folders([run])
+    assert same_run_parameters(saved) == same_run_parameters(json.loads(json.dumps(
+        {**saved, "decoder": "auto", "data_source": "auto"})))
+    saved["decoder"] = "pyav"  # a real difference is still one
+    (run.run_dir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="decoder='pyav' there, 'auto' planned"):
+        check_existing_folders([run])

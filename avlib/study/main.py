@@ -59,10 +59,15 @@ def main(argv=None) -> int:
                         help="skip notebook 04 on the first seeds (the runs' summary.json has their probes)")
     parser.add_argument("--no-umap", dest="umap", action="store_false", help="skip notebook 03's UMAP figure")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
+    parser.add_argument("--from-kept", action="store_true",
+                        help="with --report-only: read the copies of each run's small files kept under "
+                             "REPORTS_DIR/study/runs/ instead of RUNS_ROOT (where the run folders are gone)")
     args = parser.parse_args(argv)
+    if args.from_kept and not args.report_only:
+        parser.error("--from-kept only rebuilds the report: add --report-only")
     try:
         if args.report_only:
-            print(f"report: {write_report(Path(args.runs_root), Path(args.reports_dir))}")
+            print(f"report: {write_report(Path(args.runs_root), Path(args.reports_dir), kept=args.from_kept)}")
             return 0
         _, failures = run_study(args.condition, jobs=args.jobs, runs_root=args.runs_root,
                                 reports_dir=args.reports_dir, seeds=args.seeds, variants=args.variants,

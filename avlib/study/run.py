@@ -124,8 +124,11 @@ def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, 
 
 def same_run_parameters(config: dict) -> dict:
     """The parameters that make two runs the same computation: the training loop's result-changing
-    parameters (``avlib.train.run_folder.RESUMABLE_CHANGES`` left out), less the folder."""
-    return {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES and k != "run_dir"}
+    parameters (``avlib.train.run_folder.RESUMABLE_CHANGES`` left out), less the folder.  A parameter
+    added after a run was made is absent from its ``config.json``: the run ran at its default (as
+    ``avlib.train.run_folder.check_same_run`` reads it), so a finished run stays finished and a twin."""
+    full = {**PretrainConfig().to_dict(), **config}
+    return {k: v for k, v in full.items() if k not in RESUMABLE_CHANGES and k != "run_dir"}
 
 
 def _planned_parameters(run: PlannedRun) -> dict:
