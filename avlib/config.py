@@ -282,6 +282,7 @@ class PretrainConfig(_Config):
     soft_target_space: str = "both"  # robust_xid: neighbours by "within"-modal, "cross"-modal or "both" similarities
     # label-aware sampling (sampler="soft_positive", "class_aware" or "hard_negative"; Wang et al. 2024)
     label_source: str = "ground_truth"  # "ground_truth" (the manifest's labels) or "kmeans" (pseudo-labels)
+    label_noise: float = 0.0  # ground_truth: this share of TRAINING clips' labels -> a random other class (seed)
     label_warmup_epochs: int = 10  # label-aware samplers act as "random" for this many epochs first
     pseudo_label_every: int = 20  # label_source="kmeans": steps between re-clusterings of the memory bank
     pseudo_label_clusters: int = 0  # label_source="kmeans": clusters (0 = the dataset's class count)
@@ -325,6 +326,7 @@ class PretrainConfig(_Config):
         _check_choice("soft_target_space", self.soft_target_space, {"within", "cross", "both"})
         _check_choice("robust_weight_source", self.robust_weight_source, {"bank", "batch"})
         _check_choice("label_source", self.label_source, {"ground_truth", "kmeans"})
+        _check_fraction("label_noise", self.label_noise)
         _check_choice("precision", self.precision, {"fp32", "bf16"})
         _check_choice("data_source", self.data_source, {"auto", "cache", "stream", "shards"})
         _check_choice("decoder", self.decoder, {"auto", "torchcodec", "pyav"})

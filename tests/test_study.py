@@ -13,7 +13,7 @@ import pytest
 
 from avlib.config import ConfigError
 from avlib.study import CONDITIONS, DEFAULT_SEEDS
-from avlib.study.conditions import FIVE_SEEDS, STUDY_BASE
+from avlib.study.conditions import FIVE_SEEDS, STUDY_BASE, TEN_SEEDS
 from avlib.study.main import main, run_study
 from avlib.study.run import link_twins, parse_overrides, plan_runs
 from avlib.study.stats import decide
@@ -147,11 +147,13 @@ NEW_CONDITIONS = {
 
 
 @pytest.mark.parametrize("name", list(NEW_CONDITIONS))
-def test_new_conditions_expand_to_every_method_at_every_level_over_five_seeds(name, tmp_path):
+def test_new_conditions_expand_to_every_method_at_every_level_over_their_seeds(name, tmp_path):
     swept, values, levels, methods = NEW_CONDITIONS[name]
     condition = CONDITIONS[name]
     assert condition.swept == swept and condition.levels == levels and condition.methods == list(methods)
-    assert condition.seeds == FIVE_SEEDS == (0, 1, 2, 3, 4)
+    # 10 seeds where a claim's primary comparisons are (issue 31); sync has none and keeps 5
+    assert condition.seeds == (FIVE_SEEDS if name == "sync" else TEN_SEEDS)
+    assert FIVE_SEEDS == (0, 1, 2, 3, 4) and TEN_SEEDS == tuple(range(10))
     # label_free runs random once (at ground_truth): it ignores the labels, so it is the baseline of both levels
     assert len(condition.variants) == len(values) * len(methods) - (name == "label_free")
     for variant in condition.variants:
@@ -168,7 +170,7 @@ def test_new_conditions_expand_to_every_method_at_every_level_over_five_seeds(na
     assert all("active_candidates" not in v.params for v in condition.variants if v.method == "active")
     # every variant builds a valid PretrainConfig
     runs = plan_runs(condition, tmp_path, condition.seeds)
-    assert len(runs) == len(condition.variants) * 5 and {r.seed for r in runs} == set(range(5))
+    assert len(runs) == len(condition.variants) * len(condition.seeds) and {r.seed for r in runs} == set(condition.seeds)
     first = condition.variants[0]
     expected_tag = {"imbalance": "imb1", "sources": "src1", "sync": "sync1", "faulty_clean": "faulty0",
                     "label_free": "ground_truth"}[name]
@@ -189,6 +191,8 @@ def test_the_study_command_runs_a_conditions_own_seeds_by_default(tmp_path, monk
     monkeypatch.setattr(study_main, "execute_diversity", lambda *args, **kwargs: None)
     monkeypatch.setattr(study_main, "write_report", lambda runs_root, reports_dir: reports_dir / "REPORT.md")
     run_study("faulty_clean", runs_root=tmp_path, reports_dir=tmp_path, log=lambda *_: None)
+    assert planned["seeds"] == TEN_SEEDS
+    run_study("sync", runs_root=tmp_path, reports_dir=tmp_path, log=lambda *_: None)
     assert planned["seeds"] == FIVE_SEEDS
     run_study("samplers", runs_root=tmp_path, reports_dir=tmp_path, log=lambda *_: None)
     assert planned["seeds"] == DEFAULT_SEEDS
@@ -453,3 +457,71 @@ def test_a_run_made_before_a_parameter_existed_is_still_the_same_run(tmp_path):
     (run.run_dir / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ConfigError, match="decoder='pyav' there, 'auto' planned"):
         check_existing_folders([run])
+
+
+def test_label_quality_runs_the_label_aware_methods_at_three_label_qualities_against_one_random(tmp_path):
+    from avlib.config import PretrainConfig
+
+    condition = CONDITIONS["label_quality"]
+    assert condition.levels == ["ground_truth", "noise0.3", "kmeans"] and condition.seeds == TEN_SEEDS
+    assert condition.methods == ["random", "soft_positive", "class_aware"]
+    assert condition.single_level_of("random") == "ground_truth"  # it reads no labels: every level's baseline
+    params = {v.name: v.params for v in condition.variants}
+    assert params["soft_positive_noise0.3"] == {"sampler": "soft_positive", "label_source": "ground_truth",
+                                                "label_noise": 0.3}
+    assert params["class_aware_kmeans"] == {"sampler": "class_aware", "label_source": "kmeans"}
+    assert len(condition.variants) == 7
+    # its ground-truth and k-means variants are label_free's runs (linked, not trained again); the noisy ones train
+    for run in plan_runs(CONDITIONS["label_free"], tmp_path, (0,)):
+        run.run_dir.mkdir(parents=True)
+        PretrainConfig.from_dict(run.parameters).save(run.run_dir / "config.json")
+        (run.run_dir / "summary.json").write_text("{}")
+    planned = plan_runs(condition, tmp_path, (0,))
+    assert link_twins(planned, tmp_path, log=lambda *_: None) == 5
+    assert sorted(r.variant.name for r in planned if not r.run_dir.exists()) == ["class_aware_noise0.3",
+                                                                               "soft_positive_noise0.3"]
+
+
+def test_dictionary_size_is_cm_accs_axis_on_a_dataset_the_largest_dictionary_is_a_small_share_of():
+    from avlib.data.synthetic import SyntheticSpec, _layout
+
+    condition = CONDITIONS["dictionary_size"]
+    assert condition.levels == [256.0, 1024.0, 4096.0] and condition.seeds == TEN_SEEDS
+    assert condition.methods == ["random", "active", "active_official"]
+    variant = condition.variant("random_dict4096")
+    spec = SyntheticSpec(num_classes=variant.params["num_classes"], clips_per_class=variant.params["clips_per_class"])
+    train = list(_layout(spec)[2]).count("train")
+    assert train == 18000 and 4096 / train < 0.25  # at the study base 256 keys are 71% of 360 training clips
+    # the official dynamics' pool holds 10/3 of the dictionary (init_dict: 10 batches of pool, 3 of dictionary)
+    pools = {v.level: v.params["active_pool_factor"] for v in condition.variants if v.method == "active_official"}
+    assert pools == {256.0: 27, 1024.0: 107, 4096.0: 427}
+    assert all("active_pool_factor" not in v.params for v in condition.variants if v.method != "active_official")
+    assert all(v.params["epochs"] == 2 for v in condition.variants)  # 1124 steps, each training clip seen twice
+
+
+def test_the_label_aware_claim_decides_on_label_quality_once_it_has_runs():
+    """label_quality holds label_free's soft_positive and class_aware cells (the same runs, linked): once it has
+    runs they come from it, at its noisy and k-means levels; hard_negative stays label_free's."""
+    from avlib.study.findings import CLAIMS, claim_comparisons, claim_trends
+    from avlib.study.results import ConditionResults
+
+    labels, quality = CONDITIONS["label_free"], CONDITIONS["label_quality"]
+    data = {"clips_per_class": 60, "seed": 0}
+    free = [_probe_run(labels, v.name, seed, 0.5 + 0.01 * seed, {**data, "seed": seed}) for v in labels.variants
+            for seed in range(3)]
+    lq = [_probe_run(quality, v.name, seed, 0.5 + 0.01 * seed + 0.05 * (v.method != "random"), {**data, "seed": seed})
+          for v in quality.variants for seed in range(3)]
+    only_free = {"label_free": ConditionResults(labels, free, [])}
+    primary = [c for c in claim_comparisons(CLAIMS[2], only_free) if c.primary]
+    assert {(c.condition, c.method) for c in primary} == {("label_free", m) for m in ("soft_positive", "class_aware",
+                                                                                      "hard_negative")}
+    both = {**only_free, "label_quality": ConditionResults(quality, lq, [])}
+    comparisons = claim_comparisons(CLAIMS[2], both)
+    primary = [c for c in comparisons if c.primary]
+    assert {(c.condition, c.method, c.level) for c in primary} == {
+        ("label_quality", m, level) for m in ("soft_positive", "class_aware") for level in ("noise0.3", "kmeans")
+    } | {("label_free", "hard_negative", "kmeans")}
+    assert all(c.paired and c.verdict == "better" for c in primary if c.condition == "label_quality")
+    assert not any(c.condition == "label_free" and c.method != "hard_negative" for c in comparisons)
+    assert ("label_free", "random", "soft_positive") not in claim_trends(CLAIMS[2], both)
+    assert ("label_quality", "random", "soft_positive") in claim_trends(CLAIMS[2], both)

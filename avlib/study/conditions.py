@@ -27,8 +27,22 @@ the training clips at a fixed number of epochs).
   about two stale copies of every clip: that is the redundancy CM-ACC argues an active dictionary
   avoids; 120 clips per class is the far end (no clip repeats).  Steps scale with the clips:
   (20+40+60+120)/60 = 4 units per sampler and seed, 24 units (~1 h).
-* ``dictionary_size``: 64, 128, 256, 512 keys for ``random`` and ``active``: a small dictionary
-  holds few negatives, a large one (more than the ~360 training clips) repeats clips; 24 units.
+* ``dictionary_size`` (CM-ACC's own axis: a random dictionary gets redundant as it grows): 256,
+  1024 and 4096 keys for ``random``, ``active`` and ``active_official``, on the embedded dataset at
+  its largest, 50 classes x 600 clips (18,000 training clips: the largest dictionary holds 23% of
+  them, 1024 keys 5.7%, 256 keys 1.4%; at the base, 256 keys are 71% of 360 clips and a random queue
+  repeats clips).  2 epochs (1124 steps, 1.7x the base's 660): each training clip is seen twice, so
+  the dictionary never holds stale copies of a clip.  ``active_official``'s pool holds 10/3 as many
+  keys as the dictionary, as the official code's ``init_dict`` fills 10 batches of pool against 3
+  of dictionary (``active_pool_factor`` = ceil(10/3 x size / batch) = 27, 107, 427 batches).  Its
+  cost, estimated: a random step at 2 jobs is 531 ms (``sources`` at 1, ``mean_step_s``), the
+  official selection 11.1 ms a step over a 4-batch pool (``mean_select_s``); timed alone on random
+  embeddings (``key_grad`` + ``lloyd_nearest``, one thread, two modalities), the selection costs 33 ms
+  at the 4-batch pool, 75, 563 and 2862 ms at 27, 107 and 427 batches: scaled by the runs' 11.1 / 33,
+  about 25, 190 and 960 ms a step, i.e. 1.05x, 1.4x and 2.8x a random step (the unscaled timing:
+  1.1x, 2.1x, 6.4x).  The probes and the random-init probes encode 30,000 clips (50x the base's 600:
+  ~6 min each at the base's 7.5 s per 600 clips); the dataset is generated once (8.6 s per 100
+  clips with 2 workers: ~45 min) and its decoded cache takes ~15 GB.
 * ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
   setting), for ``random``, ``active``, ``xid`` and ``robust_xid``: 36 units (~1.5 h).
 * ``subset_fraction``: 0.25, 0.5 and 1.0 of the training clips for ``random``, ``active`` and
@@ -39,9 +53,11 @@ the training clips at a fixed number of epochs).
 The conditions below ask whether the methods' claims survive the structure of real video
 (``avlib.data.synthetic``: imbalance, near-duplicate clips, unsynchronised sound), and whether
 the robust and label-aware results hold without the shortcuts of the first study (evaluation is
-clean, labels come from k-means).  Each runs **5 seeds** by default (0..4): with 3 seeds, 17 of
+clean, labels come from k-means).  They ran **5 seeds** first (0..4): with 3 seeds, 17 of
 the 24 comparisons in ``reports/REPORT.md`` were unresolved, and their "seeds to resolve" were 9 or
 more; 5 seeds narrow the std of a mean by a further sqrt(5/3) = 1.3x without doubling the cost.
+At 5 seeds every primary comparison was still inconclusive, so those with a claim's primary
+comparisons now plan 10 (the unit counts below are the 5-seed ones; the plan at 10 is at the end).
 The queue methods are ``random``, ``active`` (the default candidate source), ``active_aware``
 (``active_dictionary_aware=True``: the dictionary's keys count as chosen centres; its selection
 costs ~50 ms against ~22 ms per step in ``reports/bench_train_step.md``, so ~1.1 units) and
@@ -68,6 +84,28 @@ cost is in ``reports/bench_train_step.md``).  A unit's
   separately); ``random`` runs once (at level ``ground_truth``: it ignores the labels) as the
   baseline of both levels; (2 x 3 + 1) x 5 = 35 units (~1.5 h).
 
+* ``label_quality`` (Wang et al.'s own axis: their soft positives gain +6.7 linear points in-domain
+  with ground truth, +2.4 with pseudo-labels, +0.7 with 30% of the labels wrong): ``soft_positive``
+  and ``class_aware`` with ground truth, ground truth with ``label_noise`` 0.3 (30% of the training
+  clips' labels replaced by a random other class, ``avlib.samplers.label_aware.noisy_labels``) and
+  k-means pseudo-labels, against one ``random`` (it reads no labels: the baseline of every level).
+  Its ground-truth and k-means variants are ``label_free``'s runs (linked), so only the noisy-label
+  variants train: 2 x 10 = 20 units.
+
+**10 seeds** (0..9, :data:`TEN_SEEDS`) for every condition holding a claim's primary comparison
+(``sources``, ``imbalance``, ``faulty_clean``, ``label_free``, ``label_quality``,
+``dictionary_size``); ``sync`` keeps 5 (no primary comparison).  Planned, in ``make
+study-testbed``'s order and with the runs two conditions share linked (estimated from the
+committed runs' mean ``wall_s`` per variant at 2 jobs; ``label_quality``'s noisy variants at their
+ground-truth twins'; ``dictionary_size`` as 1124 steps x (531 ms + the selection above) + 2 x 50 x
+7.5 s of probes): ``sources`` 120 runs (60 finished, 60 to train, 6.9 h of run time), ``imbalance``
+120 (40 finished, 40 linked, 40 to train, 1.8 h), ``faulty_clean`` 60 (30 finished, 30 to train,
+3.3 h), ``sync`` 40 (all finished or linked), ``label_free`` 70 (30 finished, 10 linked, 30 to
+train, 3.2 h), ``label_quality`` 70 (50 linked, 20 to train, 2.2 h), ``dictionary_size`` 90 (all
+to train, 37.4 h: 22.5 min a run for ``random`` and ``active``, 22.9 / 26.0 / 40.4 min for
+``active_official`` at 256 / 1024 / 4096 keys).  In all 270 runs to train, 54.7 h of run time,
+about 27 h with 2 jobs on 2 cores, most of it ``dictionary_size``.
+
 Notebook 03 (curves, UMAP, inspector) compares the methods of a sweep at one level, its
 ``focus_level`` (the most redundant, noisiest or scarcest setting: 20 clips per class, 512 keys,
 half the pairs faulty, a quarter of the data), since its views need runs of one dataset.
@@ -78,14 +116,19 @@ settle a comparison the seeds leave open.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from avlib.config import ConfigError
+from avlib.config import ConfigError, PretrainConfig
 
 #: seeds of every condition unless the command names others (or the condition its own)
 DEFAULT_SEEDS = (0, 1, 2)
 #: seeds of the conditions added with the dataset structure (module docstring: why 5)
 FIVE_SEEDS = (0, 1, 2, 3, 4)
+#: seeds of every condition with a claim's primary comparisons (issue 31): a paired 90% interval is
+#: +-1.83 sd / sqrt(n) wide, +-0.95 sd at 5 seeds and +-0.58 sd at 10, so with the paired sds measured at 5
+#: seeds (2.0-7.3 points) 10 seeds can show equivalence within +-2 points where the sd is under ~3.4
+TEN_SEEDS = tuple(range(10))
 
 #: parameters every study run starts from (``--set`` and a variant's own parameters override them);
 #: why not the defaults: see the module docstring
@@ -132,7 +175,9 @@ class Condition:
     name: str
     description: str
     variants: tuple[Variant, ...]
-    swept: str | None = None  # the PretrainConfig parameter a sweep varies
+    # the PretrainConfig parameter a sweep varies, or the name of an axis of several (label_quality: the
+    # label source and label_noise together)
+    swept: str | None = None
     # the level whose seed-0 runs notebook 03 compares (curves, UMAP, inspector need one dataset);
     # every level's end-of-training diversity is in the report's tables either way
     focus_level: float | str | None = None
@@ -166,15 +211,19 @@ def _level(value) -> float | str:
 
 
 def _sweep(name: str, description: str, swept: str, short: str, values, methods, focus,
-           seeds=DEFAULT_SEEDS, table: dict[str, dict] = SAMPLER_VARIANTS) -> Condition:
+           seeds=DEFAULT_SEEDS, table: dict[str, dict] = SAMPLER_VARIANTS, common: dict | None = None,
+           per_level=None) -> Condition:
     """Every method (a label of ``table``) at every value of ``swept``; runs are
     ``<method>_<short><level>``, e.g. ``active_faulty0.25``, ``random_sync0`` (a bool's level is
-    1.0 / 0.0), ``class_aware_kmeans``."""
+    1.0 / 0.0), ``class_aware_kmeans``.  ``common``: parameters of every variant (the condition's own
+    dataset); ``per_level(method, value)``: a variant's further parameters at a level."""
     def tag(value) -> str:
         return f"{short}{value}" if isinstance(value, str) else f"{short}{float(value):g}"
 
     variants = tuple(
-        Variant(f"{method}_{tag(value)}", method, {**table[method], swept: value}, _level(value))
+        Variant(f"{method}_{tag(value)}", method,
+                {**(common or {}), **table[method], swept: value, **(per_level(method, value) if per_level else {})},
+                _level(value))
         for value in values for method in methods
     )
     return Condition(name, description, variants, swept, _level(focus), tuple(seeds))
@@ -188,6 +237,39 @@ def _without(condition: Condition, *names: str) -> Condition:
                      condition.seeds)
 
 
+#: label_quality's levels, best labels first: the name of each level -> the label parameters it sets
+#: (30% noise as in Wang et al. 2024; k-means labels ended at 46.8% purity in label_free)
+LABEL_QUALITIES: dict[str, dict] = {
+    "ground_truth": {"label_source": "ground_truth"},
+    "noise0.3": {"label_source": "ground_truth", "label_noise": 0.3},
+    "kmeans": {"label_source": "kmeans"},
+}
+#: dictionary_size's dataset and schedule (module docstring: 18,000 training clips, 1124 steps)
+DICTIONARY_DATASET: dict = {"num_classes": 50, "clips_per_class": 600, "epochs": 2}
+#: the official code's pool against dictionary (init_dict: 10 batches of pool, 3 of dictionary)
+OFFICIAL_POOL_PER_DICTIONARY = 10 / 3
+
+
+def _official_pool(method: str, size: int) -> dict:
+    """``active_official``'s pool at dictionary ``size``: 10/3 of the dictionary, in batches."""
+    if method != "active_official":
+        return {}
+    batch = PretrainConfig().batch_size  # the study keeps it
+    return {"active_pool_factor": math.ceil(OFFICIAL_POOL_PER_DICTIONARY * size / batch)}
+
+
+def _label_quality() -> Condition:
+    """``random`` once (it reads no labels: the baseline of every level, paired by seed) and the two
+    label-aware methods Wang et al. measured, at each label quality of :data:`LABEL_QUALITIES`."""
+    variants = [Variant("random_ground_truth", "random", dict(SAMPLER_VARIANTS["random"]), "ground_truth")]
+    for level, labels in LABEL_QUALITIES.items():
+        for method in ("soft_positive", "class_aware"):
+            variants.append(Variant(f"{method}_{level}", method, {**SAMPLER_VARIANTS[method], **labels}, level))
+    return Condition("label_quality", "label quality of the label-aware methods: ground truth, ground truth with 30% "
+                     "of the training labels replaced by a random other class, k-means pseudo-labels",
+                     tuple(variants), "label_quality", "noise0.3", TEN_SEEDS)
+
+
 CONDITIONS: dict[str, Condition] = {
     "samplers": Condition(
         "samplers",
@@ -196,8 +278,9 @@ CONDITIONS: dict[str, Condition] = {
     ),
     "redundancy": _sweep("redundancy", "clips per class of the embedded dataset (the dictionary keeps 256 keys)",
                          "clips_per_class", "cpc", (20, 40, 60, 120), ("random", "active"), focus=20),
-    "dictionary_size": _sweep("dictionary_size", "keys per dictionary", "dictionary_size", "dict",
-                              (64, 128, 256, 512), ("random", "active"), focus=512),
+    "dictionary_size": _sweep("dictionary_size", "keys per dictionary (50 classes x 600 clips, 2 epochs)",
+                              "dictionary_size", "dict", (256, 1024, 4096), ("random", "active", "active_official"),
+                              focus=4096, seeds=TEN_SEEDS, common=DICTIONARY_DATASET, per_level=_official_pool),
     "faulty_pair_rate": _sweep("faulty_pair_rate", "share of clips whose audio is another clip's (faulty positives)",
                                "faulty_pair_rate", "faulty", (0.0, 0.25, 0.5), ("random", "active", "xid", "robust_xid"),
                                focus=0.5),
@@ -206,22 +289,23 @@ CONDITIONS: dict[str, Condition] = {
                               focus=0.25),
     "imbalance": _sweep("imbalance", "class imbalance of the train split (most / least frequent class; val and "
                         "test balanced)", "class_imbalance", "imb", (1.0, 5.0, 20.0), tuple(STRUCTURE_VARIANTS),
-                        focus=20, seeds=FIVE_SEEDS, table=STRUCTURE_VARIANTS),
+                        focus=20, seeds=TEN_SEEDS, table=STRUCTURE_VARIANTS),
     "sources": _sweep("sources", "clips cut from one source video (shared look and sound, near-duplicates)",
-                      "clips_per_source", "src", (1, 4, 8), tuple(STRUCTURE_VARIANTS), focus=8, seeds=FIVE_SEEDS,
+                      "clips_per_source", "src", (1, 4, 8), tuple(STRUCTURE_VARIANTS), focus=8, seeds=TEN_SEEDS,
                       table=STRUCTURE_VARIANTS),
     "sync": _sweep("sync", "audio-visual synchrony (1: sound onsets follow the visual events, 0: independent)",
                    "av_sync", "sync", (True, False), tuple(STRUCTURE_VARIANTS), focus=0, seeds=FIVE_SEEDS,
                    table=STRUCTURE_VARIANTS),
     "faulty_clean": _sweep("faulty_clean", "share of TRAIN clips whose audio is another clip's (val and test clean)",
                            "faulty_pair_rate", "faulty", (0.0, 0.25, 0.5), ("xid", "robust_xid"), focus=0.5,
-                           seeds=FIVE_SEEDS),
+                           seeds=TEN_SEEDS),
     "label_free": _without(
         _sweep("label_free", "labels of the label-aware methods: the manifest's or k-means pseudo-labels",
                "label_source", "", ("ground_truth", "kmeans"), ("random", "soft_positive", "class_aware",
                                                                 "hard_negative"),
-               focus="kmeans", seeds=FIVE_SEEDS),
+               focus="kmeans", seeds=TEN_SEEDS),
         "random_kmeans"),  # random ignores label_source: one random variant is the baseline of both levels
+    "label_quality": _label_quality(),
 }
 DEFAULT_CONDITION = "samplers"
 

@@ -55,7 +55,7 @@ def delta_of(metric: str) -> float:
 class Spec:
     """Comparisons of ``method`` with ``baseline`` in ``condition``.  ``levels``: "all", "nonzero",
     "last" (the condition's last level: the most redundant, imbalanced, faulty or largest), a level
-    value, or None (a condition without levels)."""
+    value, a tuple of them, or None (a condition without levels)."""
 
     condition: str
     baseline: str
@@ -64,8 +64,8 @@ class Spec:
     metrics: tuple[str, ...]
     primary: bool
     baseline_level: object = "same"  # "same", or the one level the baseline ran at
-    # primary only while this condition has no runs (then the same cells are that condition's primaries)
-    superseded_by: str | None = None
+    # left out once this condition has runs: it holds the same cells (its runs are these, linked, and more seeds)
+    replaced_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _chosen_levels(results: ConditionResults, levels) -> list:
         return [level for level in all_levels if level != 0]
     if levels == "last":
         return all_levels[-1:]
-    return [levels]
+    return list(levels) if isinstance(levels, tuple) else [levels]
 
 
 def claim_comparisons(claim: Claim, available: dict[str, ConditionResults]) -> list[Comparison]:
@@ -167,15 +167,14 @@ def claim_comparisons(claim: Claim, available: dict[str, ConditionResults]) -> l
     comparisons, seen = [], set()
     for spec in claim.specs:
         results = available.get(spec.condition)
-        if results is None:
+        if results is None or (spec.replaced_by and spec.replaced_by in available):
             continue
-        primary = spec.primary and not (spec.superseded_by and spec.superseded_by in available)
         for level in _chosen_levels(results, spec.levels):
             for metric in spec.metrics:
                 key = (spec.condition, level, spec.baseline, spec.method, metric)
                 if key in seen:
                     continue
-                comparison = compare(results, spec.baseline, spec.method, level, metric, primary,
+                comparison = compare(results, spec.baseline, spec.method, level, metric, spec.primary,
                                      spec.baseline_level)
                 if min(len(comparison.baseline_values), len(comparison.method_values)) > 0:
                     comparisons.append(comparison)
@@ -190,11 +189,14 @@ def claim_comparisons(claim: Claim, available: dict[str, ConditionResults]) -> l
     return comparisons
 
 
-def claim_trends(claim: Claim) -> list[tuple[str, str, str]]:
-    """(condition, baseline, method) of a claim's swept comparisons, each once: the trends to report."""
+def claim_trends(claim: Claim, available: dict | None = None) -> list[tuple[str, str, str]]:
+    """(condition, baseline, method) of a claim's swept comparisons, each once: the trends to report
+    (a spec replaced by a condition in ``available`` left out, as in claim_comparisons)."""
     seen = []
     for spec in claim.specs:
         key = (spec.condition, spec.baseline, spec.method)
+        if spec.replaced_by and available is not None and spec.replaced_by in available:
+            continue
         if spec.levels is not None and CONDITIONS[spec.condition].swept and key not in seen:
             seen.append(key)
     return seen
@@ -241,17 +243,25 @@ CLAIMS = (
           "`make study CONDITION=faulty_clean`"),
     Claim("Label-aware sampling (Wang et al., 2024)", "label_aware",
           "label-aware positives and negatives (soft positives, class-aware and hard negatives) beat random sampling",
-          (Spec("label_free", "random", "soft_positive", "kmeans", LINEAR, True, "ground_truth"),
-           Spec("label_free", "random", "class_aware", "kmeans", LINEAR, True, "ground_truth"),
+          # Wang et al.'s own axis, label quality, where the labels are not the probes' own: 30% of them wrong,
+          # or k-means pseudo-labels; with ground truth the gain includes the probes' supervision (secondary)
+          (Spec("label_quality", "random", "soft_positive", ("noise0.3", "kmeans"), LINEAR, True, "ground_truth"),
+           Spec("label_quality", "random", "class_aware", ("noise0.3", "kmeans"), LINEAR, True, "ground_truth"),
+           Spec("label_free", "random", "soft_positive", "kmeans", LINEAR, True, "ground_truth",
+                replaced_by="label_quality"),
+           Spec("label_free", "random", "class_aware", "kmeans", LINEAR, True, "ground_truth",
+                replaced_by="label_quality"),
            Spec("label_free", "random", "hard_negative", "kmeans", LINEAR, True, "ground_truth"),
-           Spec("label_free", "random", "soft_positive", "ground_truth", LINEAR, False),
-           Spec("label_free", "random", "class_aware", "ground_truth", LINEAR, False),
+           Spec("label_quality", "random", "soft_positive", "ground_truth", LINEAR, False),
+           Spec("label_quality", "random", "class_aware", "ground_truth", LINEAR, False),
+           Spec("label_free", "random", "soft_positive", "ground_truth", LINEAR, False, replaced_by="label_quality"),
+           Spec("label_free", "random", "class_aware", "ground_truth", LINEAR, False, replaced_by="label_quality"),
            Spec("label_free", "random", "hard_negative", "ground_truth", LINEAR, False),
            Spec("samplers", "random", "soft_positive", None, LINEAR, False),
            Spec("samplers", "random", "class_aware", None, LINEAR, False),
            Spec("samplers", "random", "hard_negative", None, LINEAR, False),
            Spec("subset_fraction", "random", "soft_positive", "all", LINEAR, False)),
-          "`make study CONDITION=label_free`"),
+          "`make study CONDITION=label_quality` and `make study CONDITION=label_free`"),
 )
 
 
@@ -433,12 +443,19 @@ def _label_source_note(available: dict[str, ConditionResults]) -> str:
                 "score, so these gains include supervision that `random` never sees; with pseudo-labels "
                 "(`make study STUDY_ARGS='--set label_source=kmeans --runs-root runs/study_kmeans --reports-dir "
                 "reports/study_kmeans'`) the comparison is label-free.")
-    purities = [r.summary.get("label_purity") for results in available.values() for r in results.runs
-                if r.config.get("sampler") in LABEL_AWARE and r.config.get("label_source") == "kmeans"]
-    mean, std, n = mean_std(purities)
+    aware = {(r.run_dir.resolve(), r.variant.name, r.seed): r for results in available.values() for r in results.runs
+             if r.config.get("sampler") in LABEL_AWARE}  # a run two conditions share counted once
+    mean, std, n = mean_std([r.summary.get("label_purity") for r in aware.values()
+                             if r.config.get("label_source") == "kmeans"])
     purity = (f" The k-means pseudo-labels ended with a purity of {100 * mean:.1f} ± {100 * std:.1f}% over {n} runs "
               "(per variant in the condition's pseudo-label table): the label-free runs' gain is what labels of "
               "that quality give." if n > 1 else "")
+    noises = sorted({r.config["label_noise"] for r in aware.values() if r.config.get("label_noise")})
+    for noise in noises:
+        mean, std, n = mean_std([r.summary.get("label_purity") for r in aware.values()
+                                 if r.config.get("label_noise") == noise])
+        purity += (f" With `label_noise={noise:g}` ({100 * noise:g}% of the training labels moved to a random other "
+                   f"class) the labels' purity was {100 * mean:.1f}% over {n} runs.")
     return "Labels: the label-aware runs used `label_source` " + ", ".join(f"`{s}`" for s in sources) + "." + purity
 
 
@@ -505,7 +522,7 @@ def findings_section(available: dict[str, ConditionResults], report_dir: Path, s
         write_if_changed(figure, figure_bytes(claim_figure(claim, comparisons)))
         parts += [f"![paired differences, {claim.title}]({rel(figure, report_dir)})", ""]
         parts += [_advice(claim, primary), ""]
-        for condition_name, baseline, method in claim_trends(claim):
+        for condition_name, baseline, method in claim_trends(claim, available):
             parts += [_trend(available, condition_name, baseline, method), ""]
         if claim.slug == "label_aware":
             parts += [_label_source_note(available), ""]

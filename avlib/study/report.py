@@ -296,6 +296,32 @@ def provenance_section(available: dict[str, ConditionResults], report_dir: Path)
 # ----------------------------------------------------------------------------- the whole report
 
 
+def plan_section(available: dict[str, ConditionResults]) -> str:
+    """The conditions a claim's primary comparisons need that have not finished their planned runs
+    (variants x the condition's seeds): what is still to run, and the command that runs it (it
+    skips finished runs and links the runs another condition already trained)."""
+    from avlib.study.findings import CLAIMS
+
+    needed = list(dict.fromkeys(spec.condition for claim in CLAIMS for spec in claim.specs if spec.primary))
+    rows = []
+    for name in needed:
+        condition = CONDITIONS[name]
+        planned = len(condition.variants) * len(condition.seeds)
+        finished = len(available[name].runs) if name in available else 0
+        if finished < planned:
+            command = f"`make study CONDITION={name} STUDY_ARGS='--no-downstream --no-umap'`"
+            rows.append([f"`{name}`", f"{len(condition.variants)} x {len(condition.seeds)} = {planned}", str(finished),
+                         str(planned - finished), command])
+    if not rows:
+        return ""
+    return "\n".join(["## Plan", "", "Conditions with a claim's primary comparisons whose planned runs (variants x "
+                      "seeds, `avlib/study/conditions.py`, which also estimates their cost) are not all finished; "
+                      "a run another condition already trained is linked, not trained again.", "",
+                      table(["condition", "planned runs", "finished", "still to run or link", "command"], rows,
+                            align_from=1), ""])
+
+
+
 def _where_read(results: ConditionResults, report_dir: Path, study_dir: Path, kept: bool) -> str:
     linked = sum(r.linked for r in results.runs)
     shared = f", {linked} of them another condition's runs of the same parameters" if linked else ""
@@ -325,9 +351,9 @@ def _condition_section(results: ConditionResults, report_dir: Path, study_dir: P
               class_table(results), ""]
     pseudo_labels = pseudo_label_table(results)
     if pseudo_labels:
-        parts += ["Pseudo-labels at the end of training (`summary.json`: `label_purity`, the share of training clips "
-                  "whose k-means cluster's majority class is their own; ground-truth labels score 100%), mean ± std "
-                  "over seeds:", "", pseudo_labels, ""]
+        parts += ["Labels other than the ground truth at the end of training (`summary.json`: `label_purity`, the "
+                  "share of training clips whose k-means cluster's -- or noisy label's -- majority class is their "
+                  "own; ground-truth labels score 100%), mean ± std over seeds:", "", pseudo_labels, ""]
     if condition.swept:
         figure = folder / f"sweep_{condition.swept}.png"
         write_if_changed(figure, figure_bytes(sweep_figure(results)))
@@ -443,11 +469,14 @@ def write_report(runs_root: Path | None, reports_dir: Path, kept: bool = False) 
         parts += ["No finished runs yet.", ""]
     else:
         parts += ["Conditions: " + ", ".join(f"[`{n}`](#condition-{n})" for n in available)
-                  + ", then [findings](#findings) and [provenance](#provenance).", ""]
+                  + (", then the [plan](#plan)," if plan_section(available) else ", then")
+                  + " [findings](#findings) and [provenance](#provenance).", ""]
         for results in available.values():
             if not kept:
                 keep_notebooks(results, runs_root, study_dir)
             parts.append(_condition_section(results, reports_dir, study_dir, kept))
+        plan = plan_section(available)
+        parts += [plan] if plan else []
         parts.append(findings_section(available, reports_dir, study_dir))
         parts.append(provenance_section(available, reports_dir))
     write_if_changed(report_path, ("\n".join(parts).rstrip() + "\n").encode())
