@@ -69,11 +69,30 @@ def check_shuffled_keys(world: distributed.World) -> None:
     torch.testing.assert_close(keys.video, expected[rows], atol=1e-5, rtol=1e-5)
 
 
+def check_mixed_checkpoints_are_refused(world: distributed.World) -> None:
+    """Ranks that restored the same state pass; a rank that read another checkpoint (a torn copy, a
+    node-local run_dir) stops the group with every rank's file named."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    distributed.check_same_checkpoint({"model": model}, 6, "/shared/run/checkpoints/last.pt", world)
+    if world.rank == 1:
+        with torch.no_grad():
+            model.weight += 1
+    path = "/shared/run/checkpoints/" + ("last.pt" if world.rank == 0 else "previous.pt")
+    try:
+        distributed.check_same_checkpoint({"model": model}, 6 - 3 * world.rank, path, world)
+    except RuntimeError as error:
+        assert "resumed from different checkpoints" in str(error) and "previous.pt" in str(error), error
+        assert "rank 0: step 6 from /shared/run/checkpoints/last.pt" in str(error), error
+    else:
+        raise AssertionError("ranks resuming from different checkpoints went unnoticed")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     world, _ = distributed.start("cpu")
     assert world.size == 2, "run under torchrun --nproc_per_node=2"
-    for check in (check_global_batch_norm, check_rank_hash, check_shuffled_keys):
+    for check in (check_global_batch_norm, check_rank_hash, check_shuffled_keys, check_mixed_checkpoints_are_refused):
         check(world)
         print(f"rank {world.rank}: {check.__name__} ok", flush=True)
     distributed.stop(world)

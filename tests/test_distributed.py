@@ -87,12 +87,14 @@ def assert_same_run(one, two, rtol: float = SAME_RUN_RTOL):
 
 
 def test_two_ranks_match_one_process_on_batchnorm_hash_and_shuffled_keys():
-    """GlobalBatchNorm (values and gradients), the rank hash check, MoCo's shuffled keys (tests/ddp_checks.py)."""
+    """GlobalBatchNorm (values and gradients), the rank hash check, MoCo's shuffled keys, the refusal of
+    mixed checkpoints on resume (tests/ddp_checks.py)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                str(REPO / "tests" / "ddp_checks.py")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for check in ("check_global_batch_norm", "check_rank_hash", "check_shuffled_keys"):
+    for check in ("check_global_batch_norm", "check_rank_hash", "check_shuffled_keys",
+                  "check_mixed_checkpoints_are_refused"):
         assert result.stdout.count(f"{check} ok") == 2, result.stdout
 
 

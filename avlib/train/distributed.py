@@ -67,7 +67,18 @@ def start(device: str) -> tuple[World, str]:
         device = f"cuda:{world.local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun restarted the group (--max-restarts) and shares its rendezvous store with the workers:
+            # the previous group's connection keys are still in it, and a plain init reads the dead ranks'
+            # addresses (gloo: "connectFullMesh ... Connection refused"; pytorch/pytorch#135712).  Each
+            # restart gets its own key space.  (Launchers can also export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1.)
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=False)
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"avlib/restart-{restart}", store),
+                                    rank=world.rank, world_size=size)
+        else:
+            dist.init_process_group(backend=backend)
     return world, device
 
 
@@ -136,6 +147,26 @@ def check_same_on_every_rank(module: nn.Module, what: str, step: int, world: Wor
         listed = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
         raise RuntimeError(f"step {step}: the {what} differs across ranks ({listed}); "
                            "every rank must update it with the same gathered batch")
+
+
+def check_same_checkpoint(modules: dict[str, nn.Module], step: int, source: str, world: World) -> None:
+    """Raise unless every rank restored the same state (the same step and the same digest of every
+    module in ``modules``), naming the checkpoint file each rank read.
+
+    Why: a resumed group must never train on mixed states.  Every rank reads the checkpoint rank 0
+    wrote; when ``run_dir`` is not one path every node sees (a node-local disk), or one rank's copy is
+    torn and it falls back to ``previous.pt``, the ranks would load different states, and DDP would
+    average their gradients without noticing."""
+    if not world.distributed:
+        return
+    mine = (step, source, "/".join(state_digest(module)[:12] for module in modules.values()))
+    restored: list[tuple | None] = [None] * world.size
+    dist.all_gather_object(restored, mine)
+    if len({(s, digest) for s, _, digest in restored}) != 1:
+        listed = "; ".join(f"rank {r}: step {s} from {path} (state {digest})" for r, (s, path, digest) in
+                           enumerate(restored))
+        raise RuntimeError(f"the ranks resumed from different checkpoints ({listed}); every rank must read the "
+                           "same checkpoint: put run_dir on a path every node sees, and delete a torn checkpoint")
 
 
 # ----------------------------------------------------------------------------- batch normalisation

@@ -47,11 +47,14 @@ from avlib.data.sources import ShardBatches, open_clips
 from avlib.eval.probe import KnnMonitor, run_probes
 from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
 from avlib.models.export import ENCODERS_FILE, export_encoders
+from avlib.losses.intra import objective_loss
 from avlib.samplers import SAMPLERS, Sampler, StepBatch, build_sampler, clip_facts
+from avlib.samplers.intra import IntraDictionaries, needs_second_window
 from avlib.train import distributed
 from avlib.train.run_folder import (MetricsLog, has_checkpoint, load_checkpoint, prepare_run_folder,
                                     read_metrics, read_random_init_probes, save_checkpoint_file,
                                     write_json_atomic, write_random_init_probes)
+from avlib.train.learning_signal import LearningSignalMonitor, learning_signal_summary
 from avlib.train.memory import PeakTreeRSS
 from avlib.train.snapshots import DictionaryRecorder
 from avlib.train.tensorboard import TensorBoardLog
@@ -138,6 +141,7 @@ class Training:
     steps_per_epoch: int
     total_steps: int
     seen: torch.Tensor | None = None  # (N,) bool: clips that gave at least one training window
+    intra: IntraDictionaries | None = None  # objective joint/intra: the intra-modal queues (avlib.samplers.intra)
 
     def autocast(self):
         return torch.autocast(device_type=self.device.split(":")[0], dtype=torch.bfloat16,
@@ -195,6 +199,7 @@ def build_training(cfg: PretrainConfig, world: distributed.World, device: str, c
             distributed.global_batch_norm(momentum_model)
     hidden_dims = {"video": model.video_head.last.in_features, "audio": model.audio_head.last.in_features}
     sampler = build_sampler(cfg, clip_facts(cache, train_indices), hidden_dims).to(device)
+    intra = IntraDictionaries(cfg).to(device) if needs_second_window(cfg.objective) else None
     optimizer = build_optimizer(model, cfg)
 
     online, keys_model = model, momentum_model
@@ -205,7 +210,7 @@ def build_training(cfg: PretrainConfig, world: distributed.World, device: str, c
     return Training(cfg=cfg, world=world, device=device, model=model, momentum_model=momentum_model,
                     sampler=sampler, optimizer=optimizer, online=online, keys_model=keys_model,
                     key_groups=key_groups, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                    seen=torch.zeros(len(cache), dtype=torch.bool))
+                    seen=torch.zeros(len(cache), dtype=torch.bool), intra=intra)
 
 
 def save_checkpoint(t: Training, step: int, wall_s: float) -> None:
@@ -216,6 +221,7 @@ def save_checkpoint(t: Training, step: int, wall_s: float) -> None:
             "model": t.model.state_dict(), "momentum_model": t.momentum_model.state_dict(),
             "sampler": t.sampler.state_dict(), "optimizer": t.optimizer.state_dict(),
             "data_seen": None if t.seen is None else t.seen.clone(),
+            "intra": None if t.intra is None else t.intra.state_dict(),
         }, t.cfg.run_dir)
     distributed.barrier(t.world)
 
@@ -226,9 +232,13 @@ def restore(t: Training) -> tuple[int, float]:
     t.model.load_state_dict(state["model"])
     t.momentum_model.load_state_dict(state["momentum_model"])
     t.sampler.load_state_dict(state["sampler"])
+    if t.intra is not None:
+        t.intra.load_state_dict(state["intra"])
     t.optimizer.load_state_dict(state["optimizer"])
     if state.get("data_seen") is not None and t.seen is not None:
         t.seen.copy_(state["data_seen"])
+    distributed.check_same_checkpoint({"model": t.model, "momentum model": t.momentum_model, "sampler": t.sampler},
+                                      state["step"], state.get("loaded_from", "?"), t.world)
     return state["step"], state["wall_s"]
 
 
@@ -250,11 +260,18 @@ def train_step(t: Training, batch: dict, step: int) -> StepOutcome:
     for group in t.optimizer.param_groups:
         group["lr"] = lr
     local = cfg.batch_size // world.size  # this rank's B clips; rows after them are extra candidates
-    video, audio = batch["video"][:local].to(device), batch["audio"][:local].to(device)
+    pinned = batch["video"].is_pinned()  # the loader pins batches for a CUDA device (page-locked host memory)
+
+    def to_device(tensor: torch.Tensor) -> torch.Tensor:
+        """From pinned memory the copy is asynchronous: it overlaps the host's work until the first kernel
+        that reads it (same stream), and the pinned pages are not reused before it ends (torch records it)."""
+        return tensor.to(device, non_blocking=pinned)
+
+    video, audio = to_device(batch["video"][:local]), to_device(batch["audio"][:local])
     if cfg.channels_last:
         video = video.contiguous(memory_format=torch.channels_last_3d)
         audio = audio.contiguous(memory_format=torch.channels_last)
-    clip_index, labels = batch["clip_index"][:local].to(device), batch["label"][:local].to(device)
+    clip_index, labels = to_device(batch["clip_index"][:local]), to_device(batch["label"][:local])
     with t.autocast():
         queries = t.online(video, audio)
     with torch.no_grad():
@@ -262,6 +279,7 @@ def train_step(t: Training, batch: dict, step: int) -> StepOutcome:
         with t.autocast():
             keys = _encode_keys(t, video, audio, step)
     queries, keys = _float32(queries), _float32(keys)
+    second_keys = _second_window_keys(t, batch, local, step)  # (B, ...) objective joint/intra, else None
     generator = torch.Generator().manual_seed(derive_seed(cfg.seed, SAMPLER_STREAM, step))
 
     def gather(tensor: torch.Tensor) -> torch.Tensor:
@@ -272,8 +290,12 @@ def train_step(t: Training, batch: dict, step: int) -> StepOutcome:
                         offset=world.rank * (cfg.batch_size // world.size),
                         gather=gather) if world.distributed else {}
     step_batch = StepBatch(step=step, clip_index=clip_index, queries=queries, keys=keys, labels=labels,
-                           generator=generator, **global_parts)
+                           generator=generator, second_keys=second_keys, **global_parts)
+    if world.distributed and second_keys is not None:
+        step_batch.all_second_keys = distributed.gather_embeddings(second_keys, world)  # (G, ...)
     loss, diagnostics = t.sampler.loss(step_batch)
+    if t.intra is not None:  # objective joint/intra: the intra-modal term
+        loss, diagnostics = _with_intra_term(t, step_batch, loss, diagnostics)
     t.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     t.optimizer.step()
@@ -281,12 +303,13 @@ def train_step(t: Training, batch: dict, step: int) -> StepOutcome:
     if world.distributed:
         global_batch = StepBatch(
             step=step, clip_index=step_batch.all_clip_index, queries=distributed.gather_embeddings(queries, world),
-            keys=step_batch.all_keys, labels=gather(labels), generator=generator)
+            keys=step_batch.all_keys, labels=gather(labels), generator=generator,
+            second_keys=step_batch.all_second_keys)
     if batch["clip_index"].shape[0] > local:  # the method's extra candidates: momentum keys, as fresh as the batch
         with torch.no_grad(), t.autocast():
-            candidates = t.keys_model(batch["video"][local:].to(device), batch["audio"][local:].to(device))
+            candidates = t.keys_model(to_device(batch["video"][local:]), to_device(batch["audio"][local:]))
         global_batch.candidates = distributed.gather_embeddings(_float32(candidates), world)
-        global_batch.candidate_clip_index = gather(batch["clip_index"][local:].to(device))
+        global_batch.candidate_clip_index = gather(to_device(batch["clip_index"][local:]))
     return StepOutcome(lr, distributed.mean_over_ranks({"loss": loss.item(), **diagnostics}, world), global_batch)
 
 
@@ -297,6 +320,32 @@ def _encode_keys(t: Training, video: torch.Tensor, audio: torch.Tensor, step: in
     return t.keys_model(video, audio)
 
 
+def _second_window_keys(t: Training, batch: dict, local: int, step: int) -> Embeddings | None:
+    """(B, ...) momentum keys of the clips' second windows, the intra-modal positives (objective joint/intra:
+    the loader's ``video2`` / ``audio2``, encoded like the first windows' keys); None for objective cross."""
+    if t.intra is None:
+        return None
+    if "video2" not in batch:
+        raise ValueError(f"objective={t.cfg.objective!r} needs the loader's second windows (video2/audio2): "
+                         "the batch was not built by AVWindows with this objective")
+    pinned = batch["video2"].is_pinned()
+    video = batch["video2"][:local].to(t.device, non_blocking=pinned)  # (B, 3, T, crop, crop)
+    audio = batch["audio2"][:local].to(t.device, non_blocking=pinned)  # (B, 1, n_mels, frames)
+    if t.cfg.channels_last:
+        video = video.contiguous(memory_format=torch.channels_last_3d)
+        audio = audio.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), t.autocast():
+        return _float32(_encode_keys(t, video, audio, step))
+
+
+def _with_intra_term(t: Training, step_batch: StepBatch, cross_loss: torch.Tensor, diagnostics: dict):
+    """The objective's loss (:func:`avlib.losses.intra.objective_loss`) and the diagnostics with the
+    cross-modal loss (``cross_loss``, what the learning-signal check reads) and the intra-modal ones."""
+    intra_loss, intra_diagnostics = t.intra.loss(step_batch)
+    loss = objective_loss(t.cfg.objective, cross_loss, intra_loss, t.cfg.intra_weight)
+    return loss, {**diagnostics, "cross_loss": cross_loss.item(), "intra_loss": intra_loss.item(), **intra_diagnostics}
+
+
 def update_dictionaries(t: Training, global_batch: StepBatch, recorder: DictionaryRecorder | None) -> dict:
     """The method's dictionary update (what enters the queues or banks), with the recorder's metrics of
     the dictionaries the queries met before it; every rank must end with the same dictionaries."""
@@ -304,10 +353,14 @@ def update_dictionaries(t: Training, global_batch: StepBatch, recorder: Dictiona
     if recorder is not None:
         diagnostics.update(recorder.before_update(t.sampler, global_batch))
     diagnostics.update(t.sampler.update(global_batch))
+    if t.intra is not None:  # objective joint/intra: the intra-modal queues take the second windows' keys
+        diagnostics.update(t.intra.update(global_batch))
     if recorder is not None:
         recorder.after_update(t.sampler, global_batch)
     if t.cfg.check_ranks:
         distributed.check_same_on_every_rank(t.sampler, "sampler state (dictionaries)", global_batch.step, t.world)
+        if t.intra is not None:
+            distributed.check_same_on_every_rank(t.intra, "intra-modal queues", global_batch.step, t.world)
     return diagnostics
 
 
@@ -328,6 +381,9 @@ class RunRecords:
                                           cache.clip_ids) if cfg.tensorboard else None
         self.progress = _progress_bar(cfg, start_step, t.total_steps)
         self.postfix: dict[str, str] = {}
+        # warns once when the loss has not fallen below a uniform guess (rows kept by a resumed run replayed)
+        self.learning_signal = LearningSignalMonitor(cfg.objective, t.steps_per_epoch, t.total_steps,
+                                                     read_metrics(run_dir) if start_step else [])
 
     def monitored(self, t: Training, step: int) -> dict[str, float]:
         """The kNN monitor's columns (NaN on the steps between monitors, so every row has them)."""
@@ -342,6 +398,7 @@ class RunRecords:
 
     def write(self, row: dict) -> None:
         self.metrics.write(row)
+        self.learning_signal.observe(row)
         if self.tensorboard is not None:
             self.tensorboard.scalars(row)
             if self.recorder.snapshot_due(row["step"]):
@@ -379,6 +436,8 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
     distributed.barrier(world)
 
     start_step, previous_wall_s = restore(t) if resuming else (0, 0.0)
+    if resuming and world.is_main:
+        print(f"resuming {cfg.run_dir} at step {start_step} of {t.total_steps}", flush=True)
     with PeakTreeRSS() as memory:  # this process and its loader workers, while they train
         run_steps(t, cache, train_indices, start_step, lambda: previous_wall_s + time.perf_counter() - run_started)
     train_wall_s = previous_wall_s + time.perf_counter() - run_started
@@ -534,9 +593,12 @@ def summarise(t: Training, cache: DecodedCache, train_indices, peak_rss_mb: floa
     rows = read_metrics(cfg.run_dir)
     last_epoch = rows[-t.steps_per_epoch:] if rows else []
     summary = {
-        "sampler": cfg.sampler, "seed": cfg.seed, "steps": t.total_steps, "steps_per_epoch": t.steps_per_epoch,
+        "sampler": cfg.sampler, "objective": cfg.objective, "seed": cfg.seed, "steps": t.total_steps,
+        "steps_per_epoch": t.steps_per_epoch,
         "train_clips": len(train_indices), "num_clips": len(cache), "classes": list(cache.class_names),
         "final_loss": sum(r["loss"] for r in last_epoch) / max(1, len(last_epoch)),
+        # the loss against a uniform guess over the candidates (avlib.train.learning_signal)
+        **learning_signal_summary(rows, t.steps_per_epoch, t.total_steps, cfg.objective),
         "mean_step_s": sum(r["step_s"] for r in rows) / max(1, len(rows)),
         # the dictionary update's own time (the active selection), and its share of the step
         "mean_select_s": sum(r.get("select_s", 0.0) for r in rows) / max(1, len(rows)),

@@ -97,6 +97,7 @@ def load_checkpoint(run_dir: str | Path, device: str) -> dict:
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
             problems.append(f"{path}: unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
             continue
+        state["loaded_from"] = str(path)  # not saved again: which file this rank resumed from
         if problems:
             print(f"warning: {'; '.join(problems)}; resuming from {path} (step {state['step']}) instead: the "
                   "steps after it are trained again, with the same results", file=sys.stderr)
