@@ -409,8 +409,9 @@ def _kept_run_dir(run: RunResult, study_dir: Path) -> Path:
 def keep_notebooks(results: ConditionResults, runs_root: Path, study_dir: Path) -> None:
     """Copies of each run's config.json, summary.json and study record, and its end-of-training
     diversity as ``diversity.json`` (a few kB, so that the report's links, provenance and every table
-    survive without runs/: ``--from-kept`` rebuilds from them), and of executed notebooks next to the report: the condition's 03 (~1 MB: figures and the
-    inspector's media) and, for ``samplers`` only, the 02 of each method's first seed (~20 kB each).
+    survive without runs/: ``--from-kept`` rebuilds from them), and of executed notebooks next to
+    the report: the condition's 03 (~1 MB: figures and the inspector's media) and, for ``samplers``
+    only, the 02 of each method's first seed (~20 kB each).
     The rest stay in their run folders, linked from the run table, to keep reports/ at a few MB:
     the 04 notebooks (~160 kB each: confusion matrices; their numbers are in the report) and the
     sweeps' 02 notebooks."""
