@@ -85,8 +85,16 @@ def decode_floor(manifest: Path, decoders: list[str], repeats: int, cfg) -> list
     return results
 
 
-def loader_rate(cfg, workers: int, batches: int) -> float:
-    """Training windows per second out of the run's DataLoader (the first two batches are warm-up)."""
+class Untransformed:
+    """Stands in for the augmentations: the window's arrays as tensors, to time what the loader reads."""
+
+    def __call__(self, array):
+        return torch.from_numpy(np.array(array))
+
+
+def loader_rate(cfg, workers: int, batches: int, augment: bool = True) -> float:
+    """Training windows per second out of the run's DataLoader (the first two batches are warm-up);
+    ``augment=False`` times reading and decoding alone (the machinery of the source)."""
     from avlib.data.dataset import AVWindows, StepBatches, collate
     from avlib.data.sources import ShardBatches, open_clips
     from torch.utils.data import DataLoader
@@ -94,6 +102,8 @@ def loader_rate(cfg, workers: int, batches: int) -> float:
     clips = open_clips(cfg, progress=False)
     train = clips.select("train")
     windows = AVWindows(clips, train, cfg, train=True)
+    if not augment:
+        windows.video_transform = windows.audio_transform = Untransformed()
     total = batches + 2
     if clips.source == "shards":
         loader = DataLoader(ShardBatches(windows, clips, cfg.batch_size, cfg.seed, total), batch_size=None,
@@ -128,7 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny corpus and counts")
     args = parser.parse_args(argv)
     if args.quick:
-        args.clips, args.seconds, args.repeats, args.batches, args.steps = 12, 4.0, 1, 3, 3
+        args.clips, args.seconds, args.repeats, args.batches, args.steps = 16, 4.0, 1, 3, 3
     home = Path(tempfile.mkdtemp(prefix="bench-data-"))
     os.environ["AVLIB_HOME"] = str(home / "home")
     from avlib.config import PretrainConfig
@@ -147,17 +157,22 @@ def main(argv=None) -> int:
     sources = {"cache": dict(data_source="cache"), "stream": dict(data_source="stream"),
                "shards": dict(data_source="auto", dataset=str(shards_dir))}
     throughput = []
-    for name, change in sources.items():
+    variants = [(name, change, "augmented (hsv hue)", True) for name, change in sources.items()]
+    variants += [("stream", sources["stream"] | {"hue_space": "yiq"}, "augmented (yiq hue)", True),
+                 ("stream", sources["stream"], "decode only", False),
+                 ("shards", sources["shards"], "decode only", False)]
+    for name, change, what, augment in variants:
         for workers in (1, 2):
-            rate = loader_rate(base.replace(**change), workers, args.batches)
-            throughput.append({"source": name, "workers": workers, "per_s": rate})
-            print(f"loader: {name} x{workers}: {rate:.1f} windows/s", flush=True)
+            rate = loader_rate(base.replace(**change), workers, args.batches, augment)
+            throughput.append({"source": name, "what": what, "workers": workers, "per_s": rate})
+            print(f"loader: {name} {what} x{workers}: {rate:.1f} windows/s", flush=True)
 
     wait = []
     encoders = {"light3d + light2d": dict(), "r2plus1d_18 + resnet18_audio (112 px)":
                 dict(video_encoder="r2plus1d_18", audio_encoder="resnet18_audio")}
     for label, change in encoders.items():
-        run = base.replace(data_source="stream", num_workers=2, max_steps=args.steps,
+        steps = args.steps if not change else min(args.steps, 4)  # r2plus1d_18 at 112 px: ~1 min a step on 2 cores
+        run = base.replace(data_source="stream", num_workers=2, max_steps=steps,
                            run_dir=str(home / f"wait-{len(wait)}"), **change)
         data = train_data(run)
         wait.append({"encoders": label, **data})
@@ -203,9 +218,10 @@ def write_report(args, floor, throughput, wait, memory, decoders, seconds) -> st
     out += ["", "## Loader throughput (training windows/s: decode + augmentation + log-mel, collated)", "",
             f"Against the decode floor of the fastest decoder ({best}, {floor_best:.1f} windows/s on one core); "
             "the target for `stream` at 2 workers is >= 80% of 2x the floor.", "",
-            "| source | workers | windows/s | / (workers x floor) |", "|---|---:|---:|---:|"]
+            "| source | windows | workers | windows/s | / (workers x floor) |", "|---|---|---:|---:|---:|"]
     for r in throughput:
-        out.append(f"| {r['source']} | {r['workers']} | {r['per_s']:.1f} | {r['per_s'] / (r['workers'] * floor_best):.2f} |")
+        out.append(f"| {r['source']} | {r['what']} | {r['workers']} | {r['per_s']:.1f} | "
+                   f"{r['per_s'] / (r['workers'] * floor_best):.2f} |")
     out += ["", "## Data-wait share (`data_source=stream`, 2 workers, the trainer on the same 2 cores)", "",
             "| encoders | mean step (s) | data-wait share | decoder |", "|---|---:|---:|---|"]
     for r in wait:
