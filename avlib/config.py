@@ -23,6 +23,8 @@ T = TypeVar("T")
 EMBEDDED_MAX_CLASSES = 50
 #: Name of the embedded procedural dataset (``avlib.data.synthetic``).
 EMBEDDED_DATASET = "avsynth"
+#: Values of ``PretrainConfig.objective`` (``avlib.samplers.intra``); all but "cross" train on two windows per clip.
+OBJECTIVES = ("cross", "joint", "intra")
 
 
 class ConfigError(ValueError):
@@ -254,6 +256,12 @@ class PretrainConfig(_Config):
     temperature: float = 0.07
     momentum: float = 0.99
     mask_same_clip: bool = True  # drop stale queue copies of the query's own clip from its negatives
+    # what the encoders are trained to tell apart (avlib/samplers/intra.py): "cross" (cross-modal InfoNCE, the
+    # seed papers' objective), "joint" (cross-modal + intra_weight x intra-modal InfoNCE between two augmented
+    # windows of each clip, per modality, each with its own FIFO queue of dictionary_size keys; AVID, Morgado
+    # et al. 2021, Sec. 3) or "intra" (the intra-modal terms alone: the control)
+    objective: str = "cross"
+    intra_weight: float = 1.0  # joint: weight of the intra-modal term (loss = cross + intra_weight x intra)
     # active sampler (sampler="active"; CM-ACC)
     active_embedding: str = "key_grad"  # "key_grad" (official code), "badge" (paper/BADGE) or "feature"
     active_selector: str = "kmeanspp"  # "kmeanspp", "kcenter", "lloyd_nearest" (official code) or "random"
@@ -331,6 +339,8 @@ class PretrainConfig(_Config):
         _check_choice("data_source", self.data_source, {"auto", "cache", "stream", "shards"})
         _check_choice("decoder", self.decoder, {"auto", "torchcodec", "pyav"})
         _check_choice("active_candidates", self.active_candidates, {"batch", "fresh", "bank", "backlog", "official"})
+        _check_choice("objective", self.objective, set(OBJECTIVES))
+        _check_positive("intra_weight", self.intra_weight)
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         for name in ("num_classes", "clips_per_class", "fps", "frame_size", "sample_rate", "crop_size",

@@ -34,7 +34,9 @@ def losses(run_dir) -> list[float]:
 
 
 def sampler_state(run_dir) -> dict:
-    return torch.load(Path(run_dir) / "checkpoints" / "last.pt", weights_only=False)["sampler"]
+    """The method's dictionaries, and the intra-modal queues of objective joint/intra (as ``intra.*``)."""
+    state = torch.load(Path(run_dir) / "checkpoints" / "last.pt", weights_only=False)
+    return {**state["sampler"], **{f"intra.{name}": value for name, value in (state.get("intra") or {}).items()}}
 
 
 # Tolerance of "the same run" as a share of each quantity's own scale (its largest magnitude).
@@ -110,7 +112,10 @@ def test_two_ranks_match_one_process_on_batchnorm_hash_and_shuffled_keys():
     ("robust_xid", {"robust_warmup_epochs": 0, "bank_negatives": 16}),
     # soft-positive partners drawn for the global batch
     ("soft_positive", {"label_warmup_epochs": 0}),
-], ids=["random", "active", "active-fresh", "active-bank-aware", "active-backlog", "active-official", "random-shuffle_bn", "robust_xid", "soft_positive"])
+    # cross + intra-modal terms: second windows' keys gathered for in-batch negatives and both intra queues
+    ("random", {"objective": "joint"}),
+], ids=["random", "active", "active-fresh", "active-bank-aware", "active-backlog", "active-official", "random-shuffle_bn",
+        "robust_xid", "soft_positive", "random-joint"])
 def test_two_processes_give_the_losses_and_dictionary_of_one(tmp_path, sampler, overrides):
     one = tiny_config(tmp_path / "one", sampler=sampler, **DDP, **overrides)
     pretrain(one)
@@ -124,22 +129,27 @@ def test_two_processes_give_the_losses_and_dictionary_of_one(tmp_path, sampler, 
         assert 0 < int(state["video_tally.entered"]) < int(state["video_tally.considered"])
     if sampler == "random":
         check_tolerance_catches_a_wrong_gather(tmp_path / "one", tmp_path)
+    if overrides.get("objective") == "joint":  # the intra queues were compared, full, and a divergence in them shows
+        state = sampler_state(tmp_path / "two")
+        assert int(state["intra.video_queue.count"]) == summary["steps"] * DDP["batch_size"]
+        check_tolerance_catches_a_wrong_gather(tmp_path / "one", tmp_path, entry="intra.audio_queue.keys")
 
 
-def check_tolerance_catches_a_wrong_gather(run_dir: Path, tmp_path: Path) -> None:
+def check_tolerance_catches_a_wrong_gather(run_dir: Path, tmp_path: Path, entry: str = "video_queue.keys") -> None:
     """The tolerance is not so loose that a real divergence passes: the same run with two dictionary
     slots' keys swapped (a gather in the wrong order), or with keys off by the measured rounding x 100,
-    is reported; an exact copy is not."""
+    is reported; an exact copy is not.  ``entry``: the keys changed (``intra.*`` for the intra queues)."""
     for name, change in [("swapped", lambda keys: keys[[1, 0, *range(2, len(keys))]]),
                          ("drifted", lambda keys: keys + 100 * 2.6e-4 * keys.abs().max())]:
-        copy = tmp_path / f"copy_{name}"
+        copy = tmp_path / f"copy_{entry}_{name}"
         (copy / "checkpoints").mkdir(parents=True)
         (copy / "metrics.csv").write_bytes((run_dir / "metrics.csv").read_bytes())
         state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
         assert run_differences(run_dir, run_dir) == []
-        state["sampler"]["video_queue.keys"] = change(state["sampler"]["video_queue.keys"])
+        part, name_in_part = ("intra", entry[len("intra."):]) if entry.startswith("intra.") else ("sampler", entry)
+        state[part][name_in_part] = change(state[part][name_in_part])
         torch.save(state, copy / "checkpoints" / "last.pt")
-        assert any(line.startswith("video_queue.keys") for line in run_differences(run_dir, copy)), name
+        assert any(line.startswith(entry) for line in run_differences(run_dir, copy)), name
 
 
 def _start(config_path: Path) -> subprocess.Popen:

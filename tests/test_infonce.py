@@ -69,3 +69,19 @@ def test_gradient_matches_autograd_of_the_explicit_formula():
 def test_same_clip_mask():
     mask = same_clip_mask(torch.tensor([3, 5]), torch.tensor([5, 3, 3, 9]))
     assert mask.tolist() == [[False, True, True, False], [True, False, False, False]]
+
+
+def test_uniform_loss_is_ln_of_the_unmasked_candidates_and_a_random_guess_loss_sits_on_it():
+    """``uniform_loss`` = mean over queries of ln(G + unmasked queue keys); and it is the level an encoder
+    that learned nothing stays at: identical queries score every candidate alike, so their loss equals it."""
+    queries = unit([1.0, 0.0], [0.0, 1.0])
+    keys = unit([1.0, 0.0], [0.0, 1.0])
+    queue = unit([1.0, 1.0], [-1.0, 0.0], [0.0, -1.0])
+    mask = torch.tensor([[True, False, False], [True, True, False]])
+    _, diag = info_nce(queries, keys, queue, 0.1, mask)
+    assert diag["uniform_loss"] == pytest.approx((math.log(2 + 2) + math.log(2 + 1)) / 2, rel=1e-12)
+    same = torch.ones(3, 4) / 2.0  # every query and key the same vector: a model that tells nothing apart
+    loss, diag = info_nce(same, same, same[:0], 0.1)
+    assert loss.item() == pytest.approx(diag["uniform_loss"], rel=1e-6) and diag["uniform_loss"] == pytest.approx(math.log(3))
+    learned, diag = info_nce(queries, keys, queue, 0.1)  # positives far more similar than the negatives
+    assert learned.item() < 0.1 * diag["uniform_loss"]

@@ -157,3 +157,14 @@ def test_instance_nce_gradient_flows_to_queries_only_through_the_loss():
     loss.backward()
     assert queries.grad[1].abs().sum().item() == 0.0  # a zero-weight query gets no gradient
     assert queries.grad[0].abs().sum().item() > 0.0
+
+
+def test_uniform_loss_counts_each_querys_unmasked_candidates_in_the_weighted_mean():
+    mask = torch.tensor([[False, True], [False, False]])  # query 0 keeps 1 negative, query 1 both
+    weights = torch.tensor([1.0, 3.0])
+    _, diag = instance_nce(Q, POS, NEG, TAU, negative_mask=mask, weights=weights)
+    assert diag["uniform_loss"] == pytest.approx((1 * math.log(2) + 3 * math.log(3)) / 4, rel=1e-9)
+    # a soft target does not change a uniform guess's loss: ln(candidates) whatever the target
+    targets = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    _, soft = instance_nce(Q, POS, NEG, TAU, targets=targets)
+    assert soft["uniform_loss"] == pytest.approx(math.log(3), rel=1e-9)

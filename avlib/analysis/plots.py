@@ -24,11 +24,21 @@ METHOD_COLUMNS = ("weight_mean", "weight_corrupted", "weight_clean", "weight_at_
                   "same_class_neg", "masked_neg", "soft_positives", "label_purity")  # label-aware, xID
 
 
+#: the loss of a uniform guess over the candidates each query sees (ln of their number, as the dictionary
+#: fills; avlib.train.learning_signal): a loss on or above its line has learned nothing
+UNIFORM_GUESS_COLUMNS = {"uniform_loss": ("uniform guess (ln candidates)", "black"),
+                         "intra_uniform_loss": ("uniform guess, intra-modal", "grey")}
+
+
 def plot_training_curves(rows: list[dict], smooth: int = 10, title: str = ""):
     """Loss, positive/negative similarity and top-1 accuracy against step (rows from metrics.csv),
-    plus a panel of the method's own diagnostics (positive weights, label statistics) where logged."""
+    plus a panel of the method's own diagnostics (positive weights, label statistics) where logged.
+
+    The loss panel draws the uniform-guess loss as a dashed line (``uniform_loss``; with the intra-modal
+    objective also ``intra_uniform_loss``), so a run whose loss never falls below it shows it at a glance."""
     steps = np.array([r["step"] for r in rows])
-    panels = [("loss", ["loss", "v2a_loss", "a2v_loss"]), ("cosine similarity", ["pos_sim", "neg_sim"]),
+    panels = [("loss", ["loss", "cross_loss", "intra_loss", "v2a_loss", "a2v_loss"]),
+              ("cosine similarity", ["pos_sim", "neg_sim"]),
               ("top-1 (positive ranked first)", ["top1"])]
     method = [key for key in METHOD_COLUMNS
               if rows and key in rows[0] and not np.isnan(np.array([r[key] for r in rows], dtype=float)).all()]
@@ -40,6 +50,11 @@ def plot_training_curves(rows: list[dict], smooth: int = 10, title: str = ""):
             if rows and key in rows[0]:
                 values = _smooth(np.array([r[key] for r in rows], dtype=float), smooth)
                 ax.plot(steps[len(steps) - len(values):], values, label=key)
+        if ylabel == "loss":
+            for key, (label, colour) in UNIFORM_GUESS_COLUMNS.items():
+                if rows and key in rows[0]:
+                    values = np.array([r[key] for r in rows], dtype=float)  # (steps,) unsmoothed: it only steps up
+                    ax.plot(steps, values, linestyle="--", color=colour, linewidth=1.2, label=label)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)

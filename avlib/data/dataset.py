@@ -117,6 +117,7 @@ def warn_small_classes(cache: DecodedCache, min_clips: int) -> list[str]:
 
 # Stream tags for derive_seed: each kind of randomness draws from its own independent stream.
 SAMPLE_STREAM, EPOCH_STREAM, SAMPLER_STREAM, SUBSET_STREAM, SHUFFLE_STREAM, CANDIDATE_STREAM, SHARD_STREAM = range(7)
+SECOND_WINDOW_STREAM = 7  # objective joint/intra: the second window of an item, from the item's own seed
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -160,6 +161,12 @@ class AVWindows(Dataset):
     Items are ``(position, seed)`` pairs.  Training: the window start is random (drawn from
     ``seed``) and both modalities are augmented.  Evaluation: ``seed`` is read as the window number
     k of ``eval_windows`` evenly spaced windows, without augmentation.
+
+    With ``cfg.objective`` "joint" or "intra" (the intra-modal objective, ``avlib.samplers.intra``) a
+    training item also holds a SECOND pair of windows of the same clip, ``video2`` / ``audio2``: another
+    random start and other augmentations, drawn from ``derive_seed(seed, SECOND_WINDOW_STREAM)`` -- a
+    function of the item's seed, so a resumed run replays it exactly, and independent of the first
+    window, which stays what it is without a second one.  "cross" reads no second window (no cost).
     """
 
     def __init__(self, cache: DecodedCache, indices, cfg, *, train: bool, eval_windows: int = 1):
@@ -178,6 +185,8 @@ class AVWindows(Dataset):
         assert self.window_frames <= self.total_frames or not len(self.indices), "window longer than the clips"
         self.video_transform = VideoTransform(cfg.crop_size, train)
         self.audio_transform = AudioTransform(cfg.sample_rate, cfg.n_mels, train)
+        # the intra-modal objective's second window (configs without an objective, e.g. the data notebook's, train none)
+        self.second_window = train and getattr(cfg, "objective", "cross") != "cross"
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -217,26 +226,37 @@ class AVWindows(Dataset):
         position, seed = item
         failed: list[tuple[str, str]] = []
         for attempt in range(len(self.indices)):
-            clip = int(self.indices[(position + attempt) % len(self.indices)])
-            with seeded(seed):
-                start, audio_start = self.window_starts(seed, (position + attempt) % len(self.indices))
-                try:
-                    frames, waveform = self.cache.read(clip, start, self.window_frames, audio_start,
-                                                       self.window_samples)  # (T, H, W, 3), (S,)
-                except DecodeError as exc:
-                    if not self.train:
-                        raise
-                    failed.append((self.cache.describe(clip), exc.reason))
-                    continue
-                if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip
-                    waveform = np.pad(waveform, (0, self.window_samples - waveform.shape[0]))
-                video = self.video_transform(frames)
-                audio = self.audio_transform(waveform)
-            return {"video": video, "audio": audio, "clip_index": clip, "label": int(self.cache.labels[clip]),
+            where = (position + attempt) % len(self.indices)
+            clip = int(self.indices[where])
+            try:
+                video, audio, start = self._window(seed, where, clip)
+                second = None
+                if self.second_window:
+                    second = self._window(derive_seed(seed, SECOND_WINDOW_STREAM), where, clip)
+            except DecodeError as exc:
+                if not self.train:
+                    raise
+                failed.append((self.cache.describe(clip), exc.reason))
+                continue
+            item = {"video": video, "audio": audio, "clip_index": clip, "label": int(self.cache.labels[clip]),
                     "window_start_s": start / self.fps, "failed": failed}
+            if second is not None:
+                item["video2"], item["audio2"] = second[0], second[1]  # (3, T, crop, crop), (1, n_mels, frames)
+            return item
         raise DecodeError(self.cache.describe(int(self.indices[position])),
                           f"no training window of the {len(self.indices)} clips could be decoded "
                           f"(first failure: {failed[0][1] if failed else 'none'})")
+
+    def _window(self, seed: int, position: int, clip: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(video (3, T, crop, crop), audio (1, n_mels, frames), first frame) of the windows drawn from ``seed``
+        at ``position`` (clip ``clip``); raises :class:`DecodeError` when the clip cannot be read there."""
+        with seeded(seed):
+            start, audio_start = self.window_starts(seed, position)
+            frames, waveform = self.cache.read(clip, start, self.window_frames, audio_start,
+                                               self.window_samples)  # (T, H, W, 3), (S,)
+            if waveform.shape[0] < self.window_samples:  # rounding at the very end of a clip
+                waveform = np.pad(waveform, (0, self.window_samples - waveform.shape[0]))
+            return self.video_transform(frames), self.audio_transform(waveform), start
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -298,4 +318,7 @@ def collate(items: list[dict]) -> dict:
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "window_start_s": torch.tensor([it.get("window_start_s", 0.0) for it in items], dtype=torch.float64),
         "failed": [failure for it in items for failure in it.get("failed", ())],  # (where, reason) left out
+        **({"video2": torch.stack([it["video2"] for it in items]),  # (B, 3, T, crop, crop) second windows
+            "audio2": torch.stack([it["audio2"] for it in items])}  # (B, 1, n_mels, frames)
+           if items and "video2" in items[0] else {}),
     }

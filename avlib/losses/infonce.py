@@ -32,8 +32,10 @@ def info_nce(
         positive_offset: row of ``batch_keys`` holding query 0's positive.
 
     Returns:
-        The mean loss over queries, and diagnostics: mean positive / negative cosine similarity
-        and the top-1 accuracy of picking the positive.
+        The mean loss over queries, and diagnostics: mean positive / negative cosine similarity,
+        the top-1 accuracy of picking the positive, and ``uniform_loss``: the loss of a uniform guess
+        over the candidates each query sees, mean over queries of ln(G + unmasked queue keys) -- the
+        level a loss that has learned nothing stays at (it grows as the queue fills).
     """
     batch = queries.shape[0]
     assert batch_keys.shape[1:] == queries.shape[1:] and 0 <= positive_offset <= batch_keys.shape[0] - batch, \
@@ -56,10 +58,12 @@ def info_nce(
         if queue_sim.numel():
             negatives.append(queue_sim[~queue_mask] if queue_mask is not None else queue_sim.flatten())
         negative = torch.cat(negatives)
+        candidates = torch.isfinite(logits).sum(dim=1)  # (B,) unmasked columns: G + unmasked queue keys
         diagnostics = {
             "pos_sim": positive.mean().item(),
             "neg_sim": negative.mean().item() if negative.numel() else float("nan"),
             "top1": (logits.argmax(dim=1) == targets).float().mean().item(),
+            "uniform_loss": candidates.double().log().mean().item(),
         }
     return loss, diagnostics
 

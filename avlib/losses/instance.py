@@ -55,8 +55,10 @@ def instance_nce(
 
     Returns:
         (loss, diagnostics): pos_sim, neg_sim (over counted negatives), top1 (positive ranked first),
-        weight_mean / weight_min / weight_max, masked_neg (share of negatives masked), and
-        same_class_neg where labels are given.
+        weight_mean / weight_min / weight_max, masked_neg (share of negatives masked), same_class_neg
+        where labels are given, and ``uniform_loss``: the loss of a uniform guess over each query's
+        unmasked candidates, ln(1 + counted negatives), in the loss's weighted mean (whatever the
+        targets, a uniform prediction over n candidates costs ln n).
     """
     batch, dim = queries.shape
     assert positives.shape == (batch, dim), "one positive per query"
@@ -97,6 +99,8 @@ def instance_nce(
             "weight_min": weights.min().item(),
             "weight_max": weights.max().item(),
             "masked_neg": 1.0 - counted.float().mean().item() if counted.numel() else 0.0,
+            # (B,) ln(1 + counted negatives) per query, in the loss's weighted mean over queries
+            "uniform_loss": ((weights * (1 + counted.sum(dim=1)).double().log()).sum() / weights.sum()).item(),
         }
         if query_labels is not None and negative_labels is not None:
             same = same_class(query_labels, negative_labels) & counted  # (B, K)

@@ -60,6 +60,10 @@ class StepBatch:
     gather: Callable[[torch.Tensor], torch.Tensor] = _identity  # concatenate over ranks (identity in one process)
     candidates: Embeddings | None = None  # (C, ...) momentum keys of the step's extra candidate clips (global)
     candidate_clip_index: torch.Tensor | None = None  # (C,)
+    # objective joint/intra (avlib.samplers.intra): momentum keys of each clip's second window, this batch's
+    # and the global batch's (None: the objective needs no second window, or this batch is the global one)
+    second_keys: Embeddings | None = None  # (B, ...)
+    all_second_keys: Embeddings | None = None  # (G, ...)
 
     @property
     def batch_keys(self) -> Embeddings:
@@ -70,6 +74,11 @@ class StepBatch:
     def batch_clip_index(self) -> torch.Tensor:
         """(G,) the clips of the global batch."""
         return self.clip_index if self.all_clip_index is None else self.all_clip_index
+
+    @property
+    def batch_second_keys(self) -> Embeddings | None:
+        """The second-window keys of the global batch: the intra-modal positives and in-batch negatives."""
+        return self.second_keys if self.all_second_keys is None else self.all_second_keys
 
     @property
     def rows(self) -> slice:
@@ -250,6 +259,7 @@ class QueueSampler(Sampler):
             "pos_sim": 0.5 * (v2a["pos_sim"] + a2v["pos_sim"]),
             "neg_sim": 0.5 * (v2a["neg_sim"] + a2v["neg_sim"]),
             "top1": 0.5 * (v2a["top1"] + a2v["top1"]),
+            "uniform_loss": 0.5 * (v2a["uniform_loss"] + a2v["uniform_loss"]),
         }
         return loss, diagnostics
 

@@ -165,7 +165,7 @@ class LabelAwareSampler(QueueSampler):
         diagnostics = {"v2a_loss": v2a_loss.item(), "a2v_loss": a2v_loss.item(),
                        "soft_positives": swapped.float().mean().item(),
                        "label_purity": float(self.clip_labels.purity)}
-        for name in ("pos_sim", "neg_sim", "top1", "masked_neg", "same_class_neg"):
+        for name in ("pos_sim", "neg_sim", "top1", "masked_neg", "same_class_neg", "uniform_loss"):
             diagnostics[name] = 0.5 * (v2a[name] + a2v[name])
         return loss, diagnostics
 

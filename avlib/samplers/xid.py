@@ -140,7 +140,7 @@ class MemoryBankSampler(Sampler):
                                         weights, weight_total, neighbours)
         loss = 0.5 * (v2a_loss + a2v_loss)
         diagnostics = {"v2a_loss": v2a_loss.item(), "a2v_loss": a2v_loss.item(), "robust": float(robust)}
-        for name in ("pos_sim", "neg_sim", "top1", "same_class_neg"):
+        for name in ("pos_sim", "neg_sim", "top1", "same_class_neg", "uniform_loss"):
             diagnostics[name] = 0.5 * (v2a[name] + a2v[name])
         diagnostics.update(self.weight_diagnostics(batch, weights))
         return loss, diagnostics
