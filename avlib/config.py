@@ -242,6 +242,9 @@ class PretrainConfig(_Config):
     audio_window_s: float = 1.5  # the audio window, centred on the video window
     audio_offset_s: float = 0.0  # training: the audio centre moves by up to this many seconds (0 = aligned)
     crop_size: int = 48
+    # training colour jitter's hue: "hsv" (torchvision's) or "yiq" (a chroma rotation, ~4x cheaper video
+    # augmentation at 112 px: for large frames, where the HSV round trip costs more than decoding)
+    hue_space: str = "hsv"
     n_mels: int = 64
     on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
     min_clips_per_class: int = 2  # a class with fewer training clips is warned about (a misspelt label?)
@@ -338,6 +341,7 @@ class PretrainConfig(_Config):
         _check_choice("precision", self.precision, {"fp32", "bf16"})
         _check_choice("data_source", self.data_source, {"auto", "cache", "stream", "shards"})
         _check_choice("decoder", self.decoder, {"auto", "torchcodec", "pyav"})
+        _check_choice("hue_space", self.hue_space, {"hsv", "yiq"})
         _check_choice("active_candidates", self.active_candidates, {"batch", "fresh", "bank", "backlog", "official"})
         _check_choice("objective", self.objective, set(OBJECTIVES))
         _check_positive("intra_weight", self.intra_weight)
