@@ -13,6 +13,7 @@ from avlib.data.dataset import SECOND_WINDOW_STREAM, AVWindows, collate, derive_
 from avlib.losses.infonce import same_clip_mask
 from avlib.losses.intra import intra_nce
 from avlib.models.encoders import Embeddings
+from avlib.samplers import SAMPLERS
 from avlib.samplers.base import StepBatch
 from avlib.samplers.intra import IntraDictionaries
 from avlib.train import pretrain, read_metrics
@@ -139,3 +140,15 @@ def test_the_losses_per_objective_and_a_joint_run_resumes_to_the_same_metrics(tm
     pretrain(tiny_config(emptied, objective="joint", **cfg))
     diverged = [r["loss"] for r in read_metrics(emptied)]
     assert diverged[:4] == [r["loss"] for r in rows[:4]] and diverged[4] != rows[4]["loss"]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_joint_works_with_every_sampler_which_keeps_its_own_dictionaries(name, tmp_path):
+    """The sampler's cross-modal loss and dictionaries, plus the intra term and queues, whatever the method."""
+    pretrain(tiny_config(tmp_path / name, sampler=name, objective="joint", max_steps=3, **QUIET))
+    rows = read_metrics(tmp_path / name)
+    assert all(r["loss"] == pytest.approx(r["cross_loss"] + r["intra_loss"], rel=1e-6) for r in rows)
+    assert all(0 < r["uniform_loss"] and 0 < r["intra_uniform_loss"] for r in rows)
+    state = torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=False)
+    assert int(state["intra"]["video_queue.count"]) == int(state["intra"]["audio_queue.count"]) == 3 * 4
+    assert not any(key.startswith("intra") for key in state["sampler"])  # the sampler's state is its own

@@ -11,10 +11,12 @@ The rule (:data:`CHECK_AFTER_SHARE`, :data:`RATIO_THRESHOLD`): at the end of eve
 last step) once 30% of the run's steps are done, the ratio of the loss's mean over the last epoch to
 the mean uniform loss over the same steps is compared with 0.95; above it, the run warns once
 (:class:`NoLearningSignal`).  30% leaves the warm-up and the dictionary's filling behind (both change
-the loss for reasons other than learning); 0.95 is "clearly below": on the embedded dataset the main
-job's ratio falls far below it, and a run whose audio is shuffled across clips stays near 1 (the two
-tests in ``tests/test_learning_signal.py``).  ``summary.json`` records ``learning_signal``, the ratio
-over the run's last epoch, and ``learning_signal_check`` (warned or not, where, the message).
+the loss for reasons other than learning); 0.95 is "clearly below", with room on both sides as
+measured: the main job (embedded dataset, ``sampler=active``, seed 0) is at 0.64-0.78 at every check
+and ends at 0.647, the test-size main job ends at 0.537, and the same test-size run with its audio
+shuffled across clips every step is at 1.048 at its first check and ends at 1.009 (the two tests in
+``tests/test_learning_signal.py``).  ``summary.json`` records ``learning_signal``, the ratio over the
+run's last epoch, and ``learning_signal_check`` (warned or not, where, the message).
 
 Which loss: the cross-modal one (``objective`` "cross" logs it as ``loss``, "joint" as ``cross_loss``);
 with ``objective="intra"`` the cross-modal term is not trained at all, so the intra-modal loss is
