@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     from avlib.data.shards import write_shards
     from avlib.data.window import available_decoder
 
-    started_all = time.perf_counter()
+    started_all, load_before = time.perf_counter(), os.getloadavg()[0]
     decoders = ["pyav"] + (["torchcodec"] if available_decoder("auto") == "torchcodec" else [])
     best = decoders[-1]
     one = corpus(home / "x1", args.clips, args.seconds)
@@ -190,6 +190,7 @@ def main(argv=None) -> int:
             memory.append({"source": name, "scale": scale, "clips": data["train_clips"], "peak_rss_mb": data["peak_rss_mb"]})
             print(f"memory: {name} {scale}x: {data['peak_rss_mb']:.0f} MB", flush=True)
 
+    args.load = (load_before, os.getloadavg()[0])  # other processes on the cores lower the 2-worker rows
     lines = write_report(args, floor, throughput, wait, memory, decoders, time.perf_counter() - started_all)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(lines)
@@ -206,7 +207,9 @@ def write_report(args, floor, throughput, wait, memory, decoders, seconds) -> st
            f"Corpus: {args.clips} clips (and {4 * args.clips} for the memory rows) of {args.seconds:g} s, 128x128 at "
            f"16 fps, 44.1-kHz stereo AAC (`avlib.data.media_corpus`); windows of 1.5 s video at 16 fps, 128 px "
            f"decoded (112-px crops) and 1.5 s of audio at 16 kHz; batch 8. Machine: {cpu}, {os.cpu_count()} cores, "
-           f"torch {torch.__version__}, one torch thread per process. The whole benchmark took {seconds / 60:.1f} min.",
+           f"torch {torch.__version__}, one torch thread per process. The whole benchmark took {seconds / 60:.1f} min; "
+           f"the 1-minute load average was {args.load[0]:.1f} at its start and {args.load[1]:.1f} at its end "
+           f"(on {os.cpu_count()} cores: above {os.cpu_count()}, other processes took cores from the 2-worker rows).",
            "", "## Decode floor (one core, decode only)", "",
            "| decoder | one training window /s | whole clip /s | window speed-up |", "|---|---:|---:|---:|"]
     for decoder in decoders:
