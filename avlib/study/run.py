@@ -19,6 +19,13 @@ generated and decoded first, one at a time (:func:`prepare_datasets`).  What is 
   computation with the same seed, so a second copy would only re-measure float noise at the cost
   of a base-run unit.
 
+Where the runs execute (``--executor``): ``local``, ``jobs`` threads of this process, each driving one
+papermill subprocess (:func:`execute_runs`); or one submitit job per run that is not finished
+(:func:`submit_runs`): ``debug`` (in this process), ``submitit-local`` (processes on this machine) or
+``slurm`` (a job array).  Both collect the same way and leave the same run folders; a job that was
+killed leaves its run resumable like a killed ``make pretrain``, and a preempted one is requeued and
+resumes itself (:class:`RunJob`).
+
 Each run folder also gets ``study_run.json`` (written by this module, not by the loop): the
 condition, variant and seed, and per attempt its start and end time, the git commit, the machine
 and the locked package versions.  The report's provenance comes from these files, so that it
@@ -27,11 +34,13 @@ describes the runs and not the moment the report was written.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,11 +48,12 @@ import tomllib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
+import submitit
+
 from avlib.config import ConfigError, DataConfig, PretrainConfig
-from avlib.train import check_names
-from avlib.train.run_folder import RESUMABLE_CHANGES
 from avlib.study.conditions import STUDY_BASE, Condition, Variant
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +90,11 @@ class PlannedRun:
     def downstream_finished(self) -> bool:
         return (self.run_dir / "downstream" / "run" / "results.json").is_file()
 
+    @property
+    def complete(self) -> bool:
+        """Nothing left to do: trained, and probed by notebook 04 where it should be."""
+        return self.finished and (not self.downstream or self.downstream_finished)
+
 
 def parse_overrides(items: list[str]) -> dict:
     """``["epochs=2", "max_steps=None"]`` -> ``{"epochs": 2, "max_steps": None}``: each value typed
@@ -101,6 +116,9 @@ def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, 
     """Every run of ``condition`` (seed-major: all variants of the first seed come first, so a
     study stopped early still compares every method), validated before anything is launched.
     ``downstream=False`` skips notebook 04 (every run's ``summary.json`` has its probes anyway)."""
+    from avlib.train import check_names  # here, not at the top: a submitit job imports this module to run a
+    # notebook and needs none of avlib.train (importing it costs ~12 s of CPU on the 2-core machine)
+
     overrides = dict(overrides or {})
     variants = [condition.variant(name) for name in variant_names] if variant_names else list(condition.variants)
     seeds = sorted(set(seeds))
@@ -127,6 +145,8 @@ def same_run_parameters(config: dict) -> dict:
     parameters (``avlib.train.run_folder.RESUMABLE_CHANGES`` left out), less the folder.  A parameter
     added after a run was made is absent from its ``config.json``: the run ran at its default (as
     ``avlib.train.run_folder.check_same_run`` reads it), so a finished run stays finished and a twin."""
+    from avlib.train.run_folder import RESUMABLE_CHANGES  # lazily, as in plan_runs
+
     full = {**PretrainConfig().to_dict(), **config}
     return {k: v for k, v in full.items() if k not in RESUMABLE_CHANGES and k != "run_dir"}
 
@@ -228,15 +248,17 @@ class AttemptRecord:
 # ----------------------------------------------------------------------------- executing notebooks
 
 
-def execute_notebook(name: str, output: Path, parameters: dict, log: Path) -> None:
+def execute_notebook(name: str, output: Path, parameters: dict, log: Path, in_job: bool = False) -> None:
     """``papermill notebooks/<name> <output>`` in a subprocess with one compute thread; its output
-    goes to ``log``.  Raises :class:`StudyError` with the log's tail when the notebook fails."""
+    goes to ``log``.  Raises :class:`StudyError` with the log's tail when the notebook fails.
+    ``in_job``: this process is a submitit job (:func:`bind_to_job`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / name), str(output),
                "-y", json.dumps(parameters), "--cwd", os.getcwd(), "--no-progress-bar"]
+    preexec = partial(bind_to_job, os.getpid()) if in_job else None
     with open(log, "w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
     if result.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise StudyError(f"{name} failed for {output.parent} (exit {result.returncode}); log: {log}\n{tail}")
@@ -250,9 +272,10 @@ def downstream_parameters(run: PlannedRun, reports_study: Path) -> dict:
             "reports_dir": str(reports_study / run.condition / "downstream")}
 
 
-def execute_run(run: PlannedRun, reports_study: Path, context: dict) -> str:
-    """Train (or resume) one run and probe it; returns what was done, for the progress log."""
-    if run.finished and (not run.downstream or run.downstream_finished):
+def execute_run(run: PlannedRun, reports_study: Path, context: dict, in_job: bool = False) -> str:
+    """Train (or resume) one run and probe it; returns what was done, for the progress log.
+    ``in_job``: called by a submitit job (:class:`RunJob`), passed on to :func:`execute_notebook`."""
+    if run.complete:
         return "skipped (finished)"
     record = AttemptRecord(run, context)
     started = time.perf_counter()
@@ -261,12 +284,15 @@ def execute_run(run: PlannedRun, reports_study: Path, context: dict) -> str:
         if not run.finished:
             action = "resumed" if (run.run_dir / "checkpoints" / "last.pt").is_file() else "trained"
             execute_notebook("02_pretrain.ipynb", run.run_dir / "02_pretrain.ipynb", run.parameters,
-                             run.run_dir / "02_pretrain.log")
+                             run.run_dir / "02_pretrain.log", in_job)
             done.append(action)
         if run.downstream and not run.downstream_finished:
             execute_notebook("04_downstream.ipynb", run.run_dir / "04_downstream.ipynb",
-                             downstream_parameters(run, reports_study), run.run_dir / "04_downstream.log")
+                             downstream_parameters(run, reports_study), run.run_dir / "04_downstream.log", in_job)
             done.append("probed (04)")
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or a submitit job preempted and requeued (RunJob.checkpoint)
+        record.end("interrupted")
+        raise
     except BaseException:
         record.end("failed")
         raise
@@ -331,6 +357,293 @@ def execute_runs(runs: list[PlannedRun], reports_study: Path, jobs: int, log=pri
             for future in futures:
                 future.cancel()
             raise
+    return failures
+
+
+# ----------------------------------------------------------------------------- one job per run (submitit)
+
+#: where the runs execute: ``local`` is this process's thread pool (:func:`execute_runs`); the others
+#: submit every run that is not finished as one submitit job (:func:`submit_runs`): ``debug`` in this
+#: process, one at a time (a crash opens pdb), ``submitit-local`` as processes on this machine, ``slurm``
+#: as a SLURM job array
+EXECUTORS = ("local", "debug", "submitit-local", "slurm")
+SUBMITIT_EXECUTORS = EXECUTORS[1:]
+#: seconds a stopped notebook gets to checkpoint before it is killed (submitit signals a SLURM job 90 s
+#: before it kills it, its default ``signal_delay_s``)
+STOP_GRACE_S = 60.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What each job asks of SLURM (``--slurm-*``), with defaults from this project's measurements.
+
+    ``time_min`` also limits a submitit-local job, which submitit would otherwise stop after 2 minutes;
+    past it a job is signalled, checkpointed and requeued as on SLURM.  120 minutes is 12x the longest
+    committed study run (9.5 min on the 2-core machine, ``reports/study/runs``) and ~5x a
+    ``dictionary_size`` run (37.4 h over its 90 runs in the plan).  16 GB is ~6x the 2.5 GB peak RSS of
+    a study-base run's process tree (``python -m avlib.train --clips_per_class 60 --epochs 60
+    --max_steps 40``: ``data.peak_rss_mb`` in its summary.json).  2 CPUs: a run's torch thread
+    (``num_threads=1``) and its data-loading process (``num_workers=1``).  ``gpus_per_node`` None: a
+    SLURM job asks for none and a submitit-local job sees this machine's GPUs (submitit hides them
+    otherwise); ``partition`` None: the cluster's default; ``array_parallelism`` None: every run at once."""
+
+    partition: str | None = None
+    gpus_per_node: int | None = None
+    time_min: int = 120
+    cpus_per_task: int = 2
+    mem_gb: float = 16.0
+    array_parallelism: int | None = None
+
+    def check(self) -> "JobOptions":
+        lowest = {"gpus_per_node": 0, "time_min": 1, "cpus_per_task": 1, "array_parallelism": 1}
+        for name, low in lowest.items():
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+                raise ConfigError(f"--slurm-{name.replace('_', '-')}={value!r}: expected an integer >= {low}")
+        if not self.mem_gb > 0:
+            raise ConfigError(f"--slurm-mem-gb={self.mem_gb!r}: expected a number of GB > 0")
+        if self.partition is not None and not self.partition.strip():
+            raise ConfigError("--slurm-partition is empty: give a partition name, or leave the option out")
+        return self
+
+
+def make_executor(name: str, folder: Path, options: JobOptions, job_name: str):
+    """The submitit executor ``name`` writing its job files and logs into ``folder``."""
+    if name == "debug":
+        return submitit.DebugExecutor(folder=folder)
+    if name == "submitit-local":
+        executor = submitit.LocalExecutor(folder=folder)
+        gpus = options.gpus_per_node
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        executor.update_parameters(timeout_min=options.time_min, gpus_per_node=gpus)
+        return executor
+    if name == "slurm":
+        try:
+            executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        except RuntimeError as error:  # submitit looks for srun on PATH
+            raise ConfigError(f"--executor slurm: {error} (no `srun` on PATH): run the study command on a "
+                              "SLURM login node, or use --executor submitit-local on this machine") from None
+        parameters = {"timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
+                      "mem_gb": options.mem_gb, "name": job_name, "tasks_per_node": 1, "nodes": 1}
+        if options.gpus_per_node:
+            parameters["gpus_per_node"] = options.gpus_per_node
+        if options.partition:
+            parameters["slurm_partition"] = options.partition
+        if options.array_parallelism:
+            parameters["slurm_array_parallelism"] = options.array_parallelism
+        executor.update_parameters(**parameters)
+        return executor
+    raise ConfigError(f"executor={name!r} is not valid; valid choices: {list(SUBMITIT_EXECUTORS)}")
+
+
+def bind_to_job(job_pid: int) -> None:
+    """Run in a notebook's process between fork and exec (``preexec_fn``), when a submitit job runs it.
+
+    The notebook dies with the job (Linux ``PR_SET_PDEATHSIG``; its kernel follows within a second,
+    ipykernel's parent poller), as every process of a killed SLURM job does: a SIGKILLed local job
+    would otherwise leave its notebook training, holding the run folder's lock against the job that
+    resubmits the run.  And the notebook ignores submitit's preemption signal (USR2), which SLURM may
+    send to every process of the job: the job handles it (:meth:`RunJob.checkpoint`), while USR2's
+    default action would kill the kernel before it writes a checkpoint."""
+    signal.signal(submitit.JobEnvironment._usr_sig(), signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != job_pid:  # the job died before prctl took effect
+            os._exit(1)
+
+
+def process_children(pid: int) -> dict[int, list[int]]:
+    """Every live process's children, read from /proc (Linux; empty elsewhere); zombies left out."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+        if state != "Z":
+            children.setdefault(int(parent), []).append(int(stat.parent.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of ``pid``, parents before their children."""
+    children, found, frontier = process_children(pid), [], [pid]
+    while frontier:
+        below = children.get(frontier.pop(0), [])
+        found += below
+        frontier += below
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_notebooks(job_pid: int, grace_s: float = STOP_GRACE_S) -> list[int]:
+    """Stop the job's notebook as a scheduler stops a training: SIGTERM to the kernel and what runs under
+    it (not to papermill, the job's child, which would die and take the kernel with it before the
+    checkpoint), so the training loop finishes its step, writes ``checkpoints/last.pt`` and exits
+    (``avlib.train.loop``); papermill then ends by itself.  Whatever still lives after ``grace_s`` is
+    killed.  Returns the processes that were stopped."""
+    below = descendants(job_pid)
+    direct = set(process_children(job_pid).get(job_pid, []))
+    for pid in below:
+        if pid not in direct:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace_s
+    while any(_alive(pid) for pid in below) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in below:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return below
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """One planned run as one submitit job.
+
+    A module-level class, so that the job pickles by reference: its process imports this module, which
+    is light (the notebook's kernel imports avlib.train, not the job).  It returns ``("finished" |
+    "failed", message)``: a failed notebook is a result to report, like in :func:`execute_runs`, not a
+    crashed job.
+
+    Preemption and time limits: submitit signals the job (USR2, 90 s before SLURM's time limit, or when
+    the cluster preempts it with that signal) and calls :meth:`checkpoint`, which stops the notebook
+    the way the training loop expects (:func:`stop_notebooks`: the loop writes a checkpoint at the
+    step it is at) and hands submitit the same call to requeue.  The requeued job calls
+    :func:`execute_run` again, which finds ``checkpoints/last.pt`` and resumes the run, to the same
+    results as an uninterrupted one.  A job that ends without being requeued (killed outright,
+    cancelled, requeued too often) leaves its run unfinished; the study command run again submits it."""
+
+    def __init__(self, run: PlannedRun, reports_study: Path, context: dict):
+        self.run, self.reports_study, self.context = run, Path(reports_study), dict(context)
+
+    def __call__(self) -> tuple[str, str]:
+        environment = submitit.JobEnvironment()
+        context = {**self.context, "job_id": environment.job_id, "host": environment.hostname}
+        if environment.hostname != self.context.get("submitted_from"):
+            context["machine"] = machine()  # a cluster node, not the machine that submitted the job
+        try:
+            return "finished", execute_run(self.run, self.reports_study, context, in_job=True)
+        except StudyError as error:
+            return "failed", str(error)
+
+    def checkpoint(self, *args, **kwargs):
+        started = time.monotonic()
+        stopped = stop_notebooks(os.getpid())
+        # the requeued attempt overwrites the notebook's log: keep how it stopped in the job's own log
+        logs = [p for p in (self.run.run_dir / "02_pretrain.log", self.run.run_dir / "04_downstream.log") if p.is_file()]
+        tail = "\n".join(max(logs, key=lambda p: p.stat().st_mtime).read_text().splitlines()[-6:]) if logs else ""
+        print(f"{self.run.condition}/{self.run.name}: preempted; stopped {len(stopped)} notebook process(es) in "
+              f"{time.monotonic() - started:.1f} s; the notebook's log ended with:\n{tail}", flush=True)
+        return super().checkpoint(*args, **kwargs)  # the same call: the run resumes from its own checkpoint
+
+
+def _job_failure(run: PlannedRun, job, error: Exception) -> str:
+    """A job that gave no result (killed, out of requeues, crashed outside the notebook)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    head = lines[0] if lines else type(error).__name__
+    return (f"{run.condition}/{run.name}: job {job.job_id} ended without a result ({head}); logs: "
+            f"{job.paths.stdout}, {job.paths.stderr}; run the study command again to resume the run\n"
+            + "\n".join(lines[-12:]))
+
+
+def submit_array(executor, runs: list[PlannedRun], reports_study: Path, context: dict) -> dict:
+    """``runs`` as one job array of ``executor`` (one ``sbatch`` on SLURM); returns job -> run."""
+    with executor.batch():
+        submitted = [executor.submit(RunJob(run, reports_study, context)) for run in runs]
+    return dict(zip(submitted, runs))
+
+
+def submit_runs(runs: list[PlannedRun], reports_study: Path, executor: str, jobs: int = 2,
+                options: JobOptions | None = None, log=print, poll_s: float | None = None) -> list[str]:
+    """Every run that is not finished as one submitit job each (:class:`RunJob`), waited for and
+    collected as :func:`execute_runs` collects its threads: the same progress lines, the same failures
+    list (the other runs go on).  Job files and logs go to ``RUNS_ROOT/<condition>/submitit/``.
+
+    ``submitit-local`` runs at most ``jobs`` at once (submitit's local executor starts every job it is
+    given); ``slurm`` submits one job array, ``options.array_parallelism`` at a time; ``debug`` runs
+    them here, one after the other.  The runs are validated and their datasets prepared here first,
+    as for the thread pool (on a cluster the data home must be on a filesystem every node sees)."""
+    if executor not in SUBMITIT_EXECUTORS:
+        raise ConfigError(f"executor={executor!r} is not valid for submit_runs; valid choices: "
+                          f"{list(SUBMITIT_EXECUTORS)} ('local' is execute_runs)")
+    if jobs < 1:
+        raise ConfigError(f"parameter jobs={jobs!r} must be >= 1")
+    options = (options or JobOptions()).check()
+    check_existing_folders(runs)
+    prepare_datasets(runs, log)
+    todo = [run for run in runs if not run.complete]
+    limit = {"debug": 1, "submitit-local": jobs, "slurm": options.array_parallelism or max(len(todo), 1)}[executor]
+    context = {**git_state(), "machine": machine(), "packages": locked_versions(), "jobs": limit,
+               "executor": executor, "submitted_from": platform.node()}
+    failures, count = [], 0
+    for run in runs:
+        if run.complete:
+            count += 1
+            log(f"[{count}/{len(runs)}] {run.condition}/{run.name}: skipped (finished)")
+    if not todo:
+        return failures
+    executors = {}
+    for run in todo:  # one folder per condition (the runs of one study command share it)
+        folder = run.run_dir.parent / "submitit"
+        if folder not in executors:
+            executors[folder] = make_executor(executor, folder, options, job_name=f"avlib-{run.condition}")
+    poll_s = poll_s if poll_s is not None else (15.0 if executor == "slurm" else 0.5)
+    waiting, running = list(todo), {}
+    if executor == "slurm":  # one array per condition; SLURM keeps array_parallelism of it running
+        for folder, ex in executors.items():
+            group = [run for run in waiting if run.run_dir.parent / "submitit" == folder]
+            submitted = submit_array(ex, group, reports_study, context)
+            running.update(submitted)
+            log(f"submitted {len(group)} job(s) to SLURM: {', '.join(job.job_id for job in submitted)} "
+                f"(logs: {folder})")
+        waiting = []
+    try:
+        while waiting or running:
+            while waiting and len(running) < limit:
+                run = waiting.pop(0)
+                job = executors[run.run_dir.parent / "submitit"].submit(RunJob(run, reports_study, context))
+                if executor == "submitit-local":
+                    job._results_timeout_s = 2  # submitit waits 15 s for a late result file on a cluster's filesystem
+                running[job] = run
+            for job, run in list(running.items()):
+                if not job.done():
+                    continue
+                del running[job]
+                count += 1
+                try:
+                    status, message = job.result()
+                except Exception as error:  # submitit's UncompletedJobError / FailedJobError
+                    status, message = "failed", _job_failure(run, job, error)
+                if status == "finished":
+                    log(f"[{count}/{len(runs)}] {run.condition}/{run.name}: {message}")
+                else:
+                    failures.append(message)
+                    log(f"[{count}/{len(runs)}] {run.condition}/{run.name}: FAILED\n{message}")
+            if running:
+                time.sleep(poll_s)
+    except BaseException:  # Ctrl-C: local jobs stop with this command (their runs resume later); SLURM's go on
+        if executor == "slurm" and running:
+            log(f"{len(running)} SLURM job(s) still queued or running ({' '.join(j.job_id for j in running)}): "
+                "scancel them, or run the same command again once they are done to collect them")
+        else:
+            for job in running:
+                job.cancel(check=False)
+        raise
     return failures
 
 
