@@ -6,7 +6,7 @@ SAMPLER ?= active
 RUN ?= runs/$(SAMPLER)
 PARAMS ?=
 
-.PHONY: uv system pretrain test bench lab clean-runs study study-testbed machine tensorboard
+.PHONY: uv system pretrain test test-scaleout bench lab clean-runs study study-testbed machine tensorboard
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -35,6 +35,11 @@ pretrain: uv system
 
 test: uv system
 	$(UV) run --frozen pytest
+
+# the multi-process launches (torchrun ranks and nodes, elastic restarts, submitit jobs): CI runs them
+# after `make test` (.ci/run), which leaves them out (pytest marker `scaleout`) to stay within 10 minutes
+test-scaleout: uv system
+	$(UV) run --frozen pytest -m scaleout
 
 # What a float result depends on: the CPU, torch's kernel path (ATEN_CPU_CAPABILITY) and thread counts.
 machine: uv

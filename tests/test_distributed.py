@@ -88,6 +88,7 @@ def assert_same_run(one, two, rtol: float = SAME_RUN_RTOL):
     assert not differences, "\n".join(differences)
 
 
+@pytest.mark.scaleout
 def test_two_ranks_match_one_process_on_batchnorm_hash_and_shuffled_keys():
     """GlobalBatchNorm (values and gradients), the rank hash check, MoCo's shuffled keys, the refusal of
     mixed checkpoints on resume (tests/ddp_checks.py)."""
@@ -100,6 +101,7 @@ def test_two_ranks_match_one_process_on_batchnorm_hash_and_shuffled_keys():
         assert result.stdout.count(f"{check} ok") == 2, result.stdout
 
 
+@pytest.mark.scaleout
 @pytest.mark.parametrize("sampler, overrides", [
     ("random", {}),
     ("active", {}),  # the batch source (default): a share of the global batch enters
@@ -189,6 +191,7 @@ def _checkpoint_step(run_dir: Path) -> int:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"]
 
 
+@pytest.mark.scaleout
 def test_sigterm_checkpoints_and_sigkill_resumes_to_the_same_run(tmp_path):
     """SIGTERM to torchrun: every rank finishes its step, rank 0 checkpoints, clean exit.  Then SIGKILL
     of torchrun and its workers mid-epoch; the same command resumes both times and the run ends as

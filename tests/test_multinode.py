@@ -25,6 +25,8 @@ from avlib.train import pretrain
 from test_distributed import DDP, REPO, _descendants, assert_same_run
 from tiny import tiny_config
 
+pytestmark = pytest.mark.scaleout  # make test-scaleout (CI runs it after make test)
+
 TIMING = {"step_s", "data_s", "monitor_s", "select_s"}
 RUN = {**DDP, "epochs": 4, "probe": True}  # 8 steps, a checkpoint every 3
 

@@ -34,6 +34,8 @@ from avlib.study.run import (JobOptions, RunJob, make_executor, plan_runs, prepa
                              submit_array, submit_runs)
 from tiny import TINY
 
+pytestmark = pytest.mark.scaleout  # make test-scaleout (CI runs it after make test)
+
 # 36 steps (3 an epoch), a checkpoint every 2: the signals land mid-training with a second or more to spare
 OVERRIDES, STEPS = {**{k: v for k, v in TINY.items() if k != "progress"}, "epochs": 12}, 36
 VARIANT, SEEDS = "random", (0, 1)
