@@ -72,3 +72,8 @@ study-testbed: uv
 	  $(UV) run --frozen python -m avlib.study --condition $$condition --jobs $(or $(JOBS),2) \
 	    --no-downstream --no-umap $(STUDY_ARGS) || exit 1; \
 	done
+
+# The GPU check (bench/gpu_check.sh, issue 32): Triton kernels, k-means++ timing and bf16 training on CUDA -> reports/gpu.md
+.PHONY: gpu-check
+gpu-check:
+	bash bench/gpu_check.sh $(GPU_CHECK_ARGS)
