@@ -29,8 +29,11 @@ def embed_file(path: str | Path, video_encoder: nn.Module, audio_encoder: nn.Mod
         raise ValueError(f"{path}: {len(clip.frames) / cfg.fps:.2f}s of video and "
                          f"{len(clip.audio) / cfg.sample_rate:.2f}s of audio; the encoders need "
                          f"{cfg.window_s:g}s and {cfg.audio_window_s:g}s")
-    one_clip = SimpleNamespace(video=clip.frames[None], audio=clip.audio[None], labels=np.zeros(1, np.int64),
-                               frame_counts=np.array([len(clip.frames)]), sample_counts=np.array([len(clip.audio)]))
+    # a one-clip source with the face AVWindows reads (avlib.data.sources): metadata and read(window)
+    one_clip = SimpleNamespace(labels=np.zeros(1, np.int64), frame_counts=np.array([len(clip.frames)]),
+                               sample_counts=np.array([len(clip.audio)]), describe=lambda _clip: str(path),
+                               read=lambda _clip, f0, frames, s0, samples: (clip.frames[f0:f0 + frames],
+                                                                            clip.audio[s0:s0 + samples]))
     items = AVWindows(one_clip, [0], cfg, train=False, eval_windows=windows)
     batch = collate([items[(0, window)] for window in range(windows)])
     return video_encoder(batch["video"]).mean(0), audio_encoder(batch["audio"]).mean(0)
