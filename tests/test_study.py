@@ -7,6 +7,7 @@ work and leaves reports/ byte-identical, and that a bad condition is refused wit
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -525,3 +526,9 @@ def test_the_label_aware_claim_decides_on_label_quality_once_it_has_runs():
     assert not any(c.condition == "label_free" and c.method != "hard_negative" for c in comparisons)
     assert ("label_free", "random", "soft_positive") not in claim_trends(CLAIMS[2], both)
     assert ("label_quality", "random", "soft_positive") in claim_trends(CLAIMS[2], both)
+
+
+def test_the_committed_report_holds_no_unformatted_placeholder():
+    """A string that lost its f prefix leaves ``{NAME[...]:g}`` in the report (it did once: δ's line)."""
+    text = (Path(__file__).resolve().parents[1] / "reports" / "REPORT.md").read_text()
+    assert not re.findall(r"\{[A-Za-z_]+(?:\[[^\]]*\])?(?::[^}]*)?\}", text)

@@ -488,7 +488,7 @@ def findings_section(available: dict[str, ConditionResults], report_dir: Path, s
              "**worse** (mean < 0 rejects), **equivalent** within ±δ (two one-sided tests: the 90% interval lies "
              "inside (−δ, +δ)), else **inconclusive**, each at "
              f"α = {ALPHA:g} (one-sided: better or worse when the 90% interval excludes 0, so a 95% interval may "
-             "still touch 0). **δ = {DELTAS['probe']:g} accuracy points** for every probe (argued in "
+             f"still touch 0). **δ = {DELTAS['probe']:g} accuracy points** for every probe (argued in "
              "`avlib/study/stats.py`: it separates Wang et al.'s remaining gains from their vanished one, and is "
              "3.6 of the 180 test clips); dictionary measures: δ = "
              f"{DELTAS['entropy']:g} nats of class entropy, {DELTAS['biased']:g} of the biased-key rate. A claim's "
