@@ -64,9 +64,11 @@ study: uv
 	$(UV) run --frozen python -m avlib.study --condition $(or $(CONDITION),samplers) --jobs $(or $(JOBS),2) $(STUDY_ARGS)
 
 # The testbed conditions (imbalance, near-duplicate sources, synchrony, clean faulty-pair sweep, label-free
-# labels), 5 seeds each, one after the other: ~9 h with 2 jobs on 2 cores; resumable (stop and run again),
-# runs that two conditions share are trained once and linked (avlib/study/run.py: link_twins).
-STUDY_TESTBED = sources imbalance faulty_clean sync label_free
+# labels, label quality; 10 seeds where a claim's primary comparison lies, see avlib/study/conditions.py), one
+# after the other; resumable (stop and run again), runs that two conditions share are trained once and linked
+# (avlib/study/run.py: link_twins).  CM-ACC's own axis, dictionary_size (~37 h of run time on 2 cores), runs
+# with `make study CONDITION=dictionary_size` or `--executor slurm`.  The plan and its hours: reports/REPORT.md.
+STUDY_TESTBED = sources imbalance faulty_clean sync label_free label_quality
 study-testbed: uv
 	for condition in $(STUDY_TESTBED); do \
 	  $(UV) run --frozen python -m avlib.study --condition $$condition --jobs $(or $(JOBS),2) \
