@@ -190,3 +190,71 @@ def test_bad_input_names_the_parameter():
         decide([1.0], [1.0], paired=False)
     with pytest.raises(StatsError, match="delta"):
         decide([1.0, 2.0], [1.0, 2.0], delta=0.0)
+
+
+# ----------------------------------------------------------------------------- the test split's share of the spread
+
+
+def test_binomial_sd_is_what_a_bootstrap_over_one_runs_test_clips_gives():
+    from avlib.study.stats import binomial_sd, bootstrap_sd
+
+    assert binomial_sd(0.7, 180) == pytest.approx(math.sqrt(0.7 * 0.3 / 180))  # 3.4 points
+    correct = np.array([1] * 126 + [0] * 54)  # 70% of 180 clips
+    assert bootstrap_sd(correct, draws=4000) == pytest.approx(binomial_sd(0.7, 180), rel=0.05)
+    # paired on the same clips: identical runs do not differ on any resample; disagreeing on 20% of the clips
+    # (10% each way) gives sqrt(0.2 / 180) (the differences' mean is 0, their second moment 0.2)
+    assert bootstrap_sd(correct, baseline=correct) == 0.0
+    other = correct.copy()
+    other[:18], other[-18:] = 0, 1
+    assert bootstrap_sd(other, baseline=correct, draws=4000) == pytest.approx(math.sqrt(0.2 / 180), rel=0.05)
+    # clips in groups of 8 that are right or wrong together: the group is the unit, the sd grows ~sqrt(8)
+    grouped = np.repeat(np.array([1] * 16 + [0] * 7), 8)[:180]
+    groups = np.arange(180) // 8
+    clip_level = bootstrap_sd(grouped, draws=4000)
+    assert bootstrap_sd(grouped, draws=4000, groups=groups) == pytest.approx(math.sqrt(8) * clip_level, rel=0.15)
+    with pytest.raises(StatsError, match="same test clips"):
+        bootstrap_sd(correct, baseline=correct[:-1])
+
+
+def simulated_correctness(rng, seeds, clips, seed_sd):
+    """(seeds, clips) 0/1: clip i is right at its own rate q_i, shifted for every clip of seed k by that seed's
+    training luck (``seed_sd``, a share of 1), independently across clips otherwise."""
+    difficulty = rng.uniform(0.3, 0.95, clips)  # (clips,)
+    luck = rng.normal(0.0, seed_sd, (seeds, 1))  # (seeds, 1)
+    return (rng.random((seeds, clips)) < np.clip(difficulty + luck, 0, 1)).astype(float)
+
+
+def test_without_training_luck_the_spread_over_seeds_is_all_test_clips_and_with_it_the_rest_is_luck():
+    from avlib.study.stats import noise_from_clips, noise_from_halves
+
+    rng = np.random.default_rng(0)
+    shares, halves = [], []
+    for _ in range(40):
+        correct = simulated_correctness(rng, 10, 180, seed_sd=0.0)
+        shares.append(noise_from_clips(correct))
+        accuracy = 100 * correct.mean(axis=1)
+        halves.append(noise_from_halves(accuracy, 100 * correct[:, :54].mean(axis=1), 54 / 180, 180))
+    assert np.mean([s.clip_var for s in shares]) == pytest.approx(np.mean([s.observed_var for s in shares]), rel=0.15)
+    assert np.mean([s.clip_var for s in halves]) == pytest.approx(np.mean([s.observed_var for s in halves]), rel=0.25)
+    # a seed that moves every clip by a 4-point sd: the observed variance gains ~16 points^2 that more clips keep
+    lucky = [noise_from_clips(simulated_correctness(rng, 10, 180, seed_sd=0.04)) for _ in range(40)]
+    observed = np.mean([s.observed_var for s in lucky]) * 1e4  # points^2
+    clip = np.mean([s.clip_var for s in lucky]) * 1e4
+    assert observed - clip == pytest.approx(16.0, rel=0.3) and clip == pytest.approx(
+        np.mean([s.clip_var for s in shares]) * 1e4, rel=0.15)
+
+
+def test_noise_split_predicts_the_sd_with_more_test_clips_and_pools_cells():
+    from avlib.study.stats import NoiseSplit, pool_noise
+
+    split = NoiseSplit(observed_var=10.0, clip_var=6.0, seeds=5, clips=180)
+    assert split.share == pytest.approx(0.6)
+    assert split.sd_with(1) == pytest.approx(math.sqrt(10.0))
+    assert split.sd_with(4) == pytest.approx(math.sqrt(4.0 + 1.5))
+    assert split.sd_with(1e9) == pytest.approx(2.0)  # the coherent part stays
+    assert NoiseSplit(4.0, 9.0, 5, 180).sd_with(4) == pytest.approx(1.0)  # a clip part above the observed: all of it
+    pooled = pool_noise([split, NoiseSplit(20.0, 2.0, 9, 180)])  # weights 4 and 8
+    assert pooled.observed_var == pytest.approx((4 * 10 + 8 * 20) / 12) and pooled.clip_var == pytest.approx(
+        (4 * 6 + 8 * 2) / 12) and pooled.seeds == 14
+    with pytest.raises(StatsError, match="factor"):
+        split.sd_with(0)

@@ -159,6 +159,36 @@ def probe_clips(cache, split: str) -> np.ndarray:
     return indices
 
 
+def pack_flags(flags) -> str:
+    """A boolean vector as a hex string, one bit per entry (``np.packbits`` order); :func:`unpack_flags`."""
+    return np.packbits(np.asarray(flags, dtype=bool).astype(np.uint8)).tobytes().hex()
+
+
+def unpack_flags(text: str, count: int) -> np.ndarray:
+    """(count,) bool: the vector :func:`pack_flags` packed."""
+    flags = np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))
+    if len(flags) < count or len(flags) - count >= 8:
+        raise ValueError(f"{len(text)} hex characters hold {len(flags)} bits, not {count} flags")
+    return flags[:count].astype(bool)
+
+
+def clip_correctness(details: dict) -> dict:
+    """Which test clips each probe got right, compact enough for ``summary.json``: ``{"clips": n, modality:
+    {"linear": hex, "knn": hex}}``, one bit per test clip in the test split's order (the dataset's, the same
+    for every run of one dataset), 45 hex characters per probe at 180 test clips.  From
+    ``run_probes(..., return_details=True)``'s details.
+
+    Why: part of a probe's spread over seeds is which test clips each run happens to get right, and only
+    per-clip correctness tells that part from training's exactly (``avlib.study.stats.noise_from_clips``;
+    ``bootstrap_sd`` resamples the clips)."""
+    record: dict = {}
+    for modality, found in details.items():
+        labels = np.asarray(found["test_labels"])
+        record["clips"] = int(len(labels))
+        record[modality] = {kind: pack_flags(np.asarray(found[kind].predictions) == labels) for kind in ("linear", "knn")}
+    return record
+
+
 def run_probes(model: AVModel, cache, cfg, *, eval_windows: int = 3, knn_k: int = 5, device: str = "cpu",
                return_details: bool = False):
     """Linear and kNN test accuracy for video and audio features: {"video": {"linear", "knn", ...}, "audio": ...}.

@@ -1,6 +1,8 @@
 """The study command: ``python -m avlib.study --condition samplers --jobs 2``.
 
-Order: runs that repeat a finished run of another condition are linked to it (``link_twins``);
+Order: runs of which a finished copy with the same parameters is kept under REPORTS_DIR/study/runs/ (from
+an earlier session: runs/ is not committed) get their folder back from it (``restore_kept``); runs that
+repeat a finished run of another condition are linked to it (``link_twins``);
 every other pretraining run of the condition (02, and 04 on each variant's first seed unless
 ``--no-downstream``), ``jobs`` at a time; then notebook 03 over the condition; then the report
 over every condition whose run folders exist under ``--runs-root``.  Failed runs do not stop the
@@ -9,6 +11,8 @@ others; the command then exits non-zero, naming them, after writing the report f
 ``--executor submitit-local|slurm|debug`` runs each unfinished pretraining run as one submitit job
 instead (``slurm``: a job array with the ``--slurm-*`` requests; logs in RUNS_ROOT/<condition>/submitit/);
 this command waits for them, then goes on as above.  Run it again to resubmit what a killed job left.
+``--plan`` prints what the command would do (finished, restored, linked, to train, and the hours) and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 
 from avlib.config import ConfigError
 from avlib.study.conditions import CONDITIONS, DEFAULT_CONDITION, get_condition
+from avlib.study.kept import KEPT
 from avlib.study.report import write_report
 from avlib.study.run import (EXECUTORS, JobOptions, execute_diversity, execute_runs, link_twins, parse_overrides,
-                             plan_runs, submit_runs)
+                             plan_runs, restore_kept, submit_runs)
 
 
 def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: str | Path = "runs/study",
@@ -37,6 +42,7 @@ def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: s
     seeds = chosen.seeds if seeds is None else seeds
     runs_root, reports_dir = Path(runs_root), Path(reports_dir)
     runs = plan_runs(chosen, runs_root, seeds, variants, overrides, downstream=downstream)
+    restore_kept(runs, runs_root, reports_dir / KEPT, log=log)
     link_twins(runs, runs_root, log=log)
     where = f"{jobs} job(s)" if executor == "local" else f"executor {executor}"
     log(f"condition {condition}: {len(runs)} runs under {runs_root / condition} "
@@ -53,6 +59,20 @@ def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: s
     report = write_report(runs_root, reports_dir)
     log(f"report: {report}")
     return report, failures
+
+
+def plan_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: str | Path = "runs/study",
+               reports_dir: str | Path = "reports", seeds=None, variants=None, overrides=None) -> str:
+    """What :func:`run_study` would do with the same arguments, as text, changing nothing: the line it would
+    print ("N runs ... (K already finished)"), each run's state and the hours left (:mod:`avlib.study.plan`)."""
+    from avlib.study.plan import finished_walls, plan_states, plan_text, planned_elsewhere
+
+    chosen = get_condition(condition)
+    seeds = chosen.seeds if seeds is None else seeds
+    runs_root, reports_dir = Path(runs_root), Path(reports_dir)
+    runs = plan_runs(chosen, runs_root, seeds, variants, overrides, downstream=False)
+    states = plan_states(runs, runs_root, reports_dir / KEPT, planned_elsewhere(condition, runs_root))
+    return plan_text(condition, states, runs_root, finished_walls([runs_root, reports_dir / KEPT]), jobs)
 
 
 #: --slurm-* options that submitit-local also applies; the others ask only SLURM
@@ -107,14 +127,23 @@ def main(argv=None) -> int:
                         help="skip notebook 04 on the first seeds (the runs' summary.json has their probes)")
     parser.add_argument("--no-umap", dest="umap", action="store_false", help="skip notebook 03's UMAP figure")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from the run folders")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what the command would do (finished, restored from kept copies, linked, to "
+                             "train) and the hours left, and stop: nothing is trained or written")
     parser.add_argument("--from-kept", action="store_true",
                         help="with --report-only: read the copies of each run's small files kept under "
                              "REPORTS_DIR/study/runs/ instead of RUNS_ROOT (where the run folders are gone)")
     args = parser.parse_args(argv)
     if args.from_kept and not args.report_only:
         parser.error("--from-kept only rebuilds the report: add --report-only")
+    if args.plan and args.report_only:
+        parser.error("--plan prints the runs' plan; --report-only rebuilds the report: give one of them")
     try:
         job_options = _job_options(args, parser)
+        if args.plan:
+            print(plan_study(args.condition, jobs=args.jobs, runs_root=args.runs_root, reports_dir=args.reports_dir,
+                             seeds=args.seeds, variants=args.variants, overrides=parse_overrides(args.overrides)))
+            return 0
         if args.report_only:
             print(f"report: {write_report(Path(args.runs_root), Path(args.reports_dir), kept=args.from_kept)}")
             return 0

@@ -21,10 +21,10 @@ from pathlib import Path
 from avlib.config import PretrainConfig
 from avlib.study.conditions import CONDITIONS
 from avlib.study.findings import findings_section
-from avlib.study.results import (DIVERSITY_RECORD, KEPT, LINKS, MODALITIES, PROBE_NAMES, PROBES, ConditionResults,
-                                 RunResult, collect, figure_bytes, fmt, level_label, level_text, mean_std, rel,
-                                 table, write_if_changed)
-from avlib.study.run import PACKAGES, RECORD, copy_if_changed
+from avlib.study.kept import DIVERSITY_RECORD, KEPT, RECORD, is_restored, keep_run, kept_dir, write_if_changed
+from avlib.study.results import (LINKS, MODALITIES, PROBE_NAMES, PROBES, ConditionResults, RunResult, collect,
+                                 figure_bytes, fmt, level_label, level_text, mean_std, rel, table)
+from avlib.study.run import PACKAGES, copy_if_changed
 
 #: parameters that differ between any two runs for bookkeeping only
 BOOKKEEPING = {"run_dir", "progress"}
@@ -107,12 +107,16 @@ def pseudo_label_table(results: ConditionResults) -> str:
 
 
 def diversity_table(results: ConditionResults) -> str:
-    """End-of-training dictionary diversity (mean over the last epoch, then over seeds)."""
+    """End-of-training dictionary diversity (mean over the last epoch, then over seeds) of the runs whose
+    diversity was read (kept copies made before ``diversity.json`` existed have none: the seeds column
+    counts the runs that have it)."""
     header = _first_columns(results) + [f"{m} dict. {name}" for m in MODALITIES
                                         for name in ("class entropy (nats)", "distinct classes", "biased-key rate")]
     rows = []
     for variant in results.variants:
-        runs = results.of(variant)
+        runs = [r for r in results.of(variant) if r.diversity]
+        if not runs:
+            continue
         cells = []
         for m in MODALITIES:
             cells += [fmt([r.diversity[m]["entropy"] for r in runs], digits=3),
@@ -284,7 +288,7 @@ def provenance_section(available: dict[str, ConditionResults], report_dir: Path)
         per_run = [_non_defaults(r.config) for r in results.runs]
         common = {k: v for k, v in per_run[0].items() if all(p.get(k) == v for p in per_run)}
         parts += [f"**{name}** — common to all its runs: {_params_text(common)}", ""]
-        rows = [[f"[{r.name}]({rel(_kept_run_dir(r, report_dir / 'study') / 'config.json', report_dir)})",
+        rows = [[f"[{r.name}]({rel(kept_dir(r.run_dir, report_dir / 'study') / 'config.json', report_dir)})",
                  _params_text({"seed": r.config["seed"], **{k: r.config[k] for k in r.variant.params},
                                **{k: v for k, v in p.items() if k not in common}})]
                 for r, p in zip(results.runs, per_run)]
@@ -328,7 +332,10 @@ def _where_read(results: ConditionResults, report_dir: Path, study_dir: Path, ke
     if kept:
         return (f"read from the copies of their small files kept under "
                 f"`{rel(study_dir / 'runs' / results.condition.name, report_dir)}/`{shared}")
-    return f"run folders under `{rel(results.runs[0].run_dir.parent, report_dir)}/`{shared}"
+    restored = sum(is_restored(r.run_dir) for r in results.runs)
+    restored_text = (f", {restored} of them restored from their copies kept under `{rel(study_dir / 'runs', report_dir)}/`"
+                     " (`avlib.study.run.restore_kept`)" if restored else "")
+    return f"run folders under `{rel(results.runs[0].run_dir.parent, report_dir)}/`{shared}{restored_text}"
 
 
 def _condition_section(results: ConditionResults, report_dir: Path, study_dir: Path, kept: bool = False) -> str:
@@ -399,13 +406,6 @@ def _condition_section(results: ConditionResults, report_dir: Path, study_dir: P
     return "\n".join(parts)
 
 
-def _kept_run_dir(run: RunResult, study_dir: Path) -> Path:
-    """Where a run's config.json, summary.json and study_run.json are kept beside the report: a
-    linked run (link_twins) is its origin's folder, so it is kept once, under the origin's name."""
-    origin = run.run_dir.resolve()  # runs_root/<condition>/<run>
-    return study_dir / "runs" / origin.parent.name / origin.name
-
-
 def keep_notebooks(results: ConditionResults, runs_root: Path, study_dir: Path) -> None:
     """Copies of each run's config.json, summary.json and study record, and its end-of-training
     diversity as ``diversity.json`` (a few kB, so that the report's links, provenance and every table
@@ -420,13 +420,8 @@ def keep_notebooks(results: ConditionResults, runs_root: Path, study_dir: Path) 
         write_if_changed(study_dir / "runs" / results.condition.name / LINKS,
                          (json.dumps(links, indent=2, sort_keys=True) + "\n").encode())
     for run in results.runs:  # the run's record travels with the report (runs/ is not committed)
-        kept = _kept_run_dir(run, study_dir)
-        for name in ("config.json", "summary.json", RECORD):
-            if (run.run_dir / name).is_file():
-                copy_if_changed(run.run_dir / name, kept / name)
-        if (run.run_dir / "metrics.csv").is_file():  # the diversity table's rows, without the folder's path
-            rows = {m: {k: v for k, v in row.items() if k != "run"} for m, row in run.diversity.items()}
-            write_if_changed(kept / DIVERSITY_RECORD, (json.dumps(rows, indent=2, sort_keys=True) + "\n").encode())
+        rows = {m: {k: v for k, v in row.items() if k != "run"} for m, row in run.diversity.items()}
+        keep_run(run.run_dir, study_dir, diversity=rows)  # as execute_run did when the run finished
     target = study_dir / "notebooks" / results.condition.name
     executed = runs_root / results.condition.name / "03_negative_diversity.ipynb"
     if executed.is_file():

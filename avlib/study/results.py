@@ -25,19 +25,15 @@ import numpy as np
 
 from avlib.config import PretrainConfig
 from avlib.study.conditions import Condition, Variant
-from avlib.study.run import RECORD, plan_runs, same_run_parameters
+from avlib.study.kept import DIVERSITY_RECORD, RECORD, write_if_changed  # write_if_changed: for findings
+from avlib.study.run import finished_by_parameters, plan_runs, same_run_parameters
 
 MODALITIES = ("video", "audio")
 PROBES = ("linear", "knn")
 PROBE_NAMES = {"linear": "linear", "knn": "kNN"}
-#: a run's end-of-training dictionary diversity, kept beside its config.json (the run folder's metrics.csv
-#: is not kept: megabytes per run)
-DIVERSITY_RECORD = "diversity.json"
 #: in a condition's kept folder: its runs that are another condition's (run name -> "<condition>/<run>"),
 #: so that a condition made only of such runs has a kept folder too
 LINKS = "links.json"
-#: where the report keeps each run's small files, relative to the report's folder
-KEPT = Path("study") / "runs"
 _RUN_NAME = re.compile(r"^(?P<variant>.+)_seed(?P<seed>\d+)$")
 
 
@@ -127,18 +123,6 @@ def _read_run(variant: Variant, seed: int, run_dir: Path, twin_of: str | None = 
                      _read_diversity(run_dir), _read_downstream(run_dir), twin_of)
 
 
-def _finished_by_parameters(runs_root: Path) -> dict[str, Path]:
-    """Every finished run folder under ``runs_root`` by its result-changing parameters (first wins)."""
-    found = {}
-    for summary in sorted(runs_root.glob("*/*/summary.json")):
-        run_dir = summary.parent
-        if run_dir.is_symlink() or not (run_dir / "config.json").is_file():
-            continue
-        key = json.dumps(same_run_parameters(json.loads((run_dir / "config.json").read_text())), sort_keys=True)
-        found.setdefault(key, run_dir)
-    return found
-
-
 def collect(condition: Condition, runs_root: Path, twins: bool = False) -> ConditionResults:
     """The condition's finished runs, in the condition's variant order, then by seed.
 
@@ -164,7 +148,7 @@ def collect(condition: Condition, runs_root: Path, twins: bool = False) -> Condi
             if (planned.variant.name, planned.seed) in have:
                 continue
             if finished is None:
-                finished = _finished_by_parameters(runs_root)
+                finished = finished_by_parameters(runs_root)
             key = json.dumps(same_run_parameters(PretrainConfig.from_dict(planned.parameters).to_dict()),
                              sort_keys=True)
             twin = finished.get(key)
@@ -228,13 +212,6 @@ def table(header: list[str], rows: list[list[str]], align_from: int = 1) -> str:
              "|" + "---|" * align_from + "---:|" * (len(header) - align_from)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def write_if_changed(path: Path, data: bytes) -> None:
-    if path.is_file() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 def figure_bytes(fig) -> bytes:

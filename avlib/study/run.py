@@ -55,10 +55,10 @@ import submitit
 
 from avlib.config import ConfigError, DataConfig, PretrainConfig
 from avlib.study.conditions import STUDY_BASE, Condition, Variant
+from avlib.study.kept import RECORD, is_restored, keep_run, restore_run
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
-RECORD = "study_run.json"
 #: packages whose locked versions the provenance lists
 PACKAGES = ("torch", "torchvision", "torchaudio", "numpy", "scikit-learn", "papermill", "av")
 #: parameters the study itself sets per run; ``--set`` may not change them
@@ -91,9 +91,16 @@ class PlannedRun:
         return (self.run_dir / "downstream" / "run" / "results.json").is_file()
 
     @property
+    def restored(self) -> bool:
+        """Its folder was restored from a kept copy (:func:`restore_kept`): finished, but without the
+        checkpoint notebook 04 would probe."""
+        return self.finished and is_restored(self.run_dir)
+
+    @property
     def complete(self) -> bool:
-        """Nothing left to do: trained, and probed by notebook 04 where it should be."""
-        return self.finished and (not self.downstream or self.downstream_finished)
+        """Nothing left to do: trained, and probed by notebook 04 where it should be (a restored run has no
+        checkpoint to probe: its summary.json's probes stand)."""
+        return self.finished and (not self.downstream or self.downstream_finished or self.restored)
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -155,18 +162,30 @@ def _planned_parameters(run: PlannedRun) -> dict:
     return same_run_parameters(PretrainConfig.from_dict(run.parameters).to_dict())
 
 
+def parameters_key(config: dict) -> str:
+    """:func:`same_run_parameters` of a ``config.json`` as one comparable string."""
+    return json.dumps(same_run_parameters(config), sort_keys=True)
+
+
+def finished_by_parameters(root: Path) -> dict[str, Path]:
+    """Every finished run folder ``root/<condition>/<run>`` (a runs root, or the kept copies) by
+    :func:`parameters_key` of its ``config.json``; symbolic links (twins) left out, the first in name order
+    wins."""
+    found = {}
+    for summary in sorted(Path(root).glob("*/*/summary.json")):
+        run_dir = summary.parent
+        if run_dir.is_symlink() or not (run_dir / "config.json").is_file():
+            continue
+        found.setdefault(parameters_key(json.loads((run_dir / "config.json").read_text())), run_dir)
+    return found
+
+
 def link_twins(runs: list[PlannedRun], runs_root: Path, log=print) -> int:
     """Link every planned run that has no folder yet to a finished run of the same configuration
     (:func:`same_run_parameters` of ``config.json`` equal) in another condition under ``runs_root``; returns
     how many were linked.  The link is relative (the runs root can move) and the report reads a
     linked folder like any other; the twin's ``study_run.json`` keeps the condition that trained it."""
-    finished = {}
-    for summary in sorted(runs_root.glob("*/*/summary.json")):
-        run_dir = summary.parent
-        if run_dir.is_symlink() or not (run_dir / "config.json").is_file():
-            continue
-        saved = same_run_parameters(json.loads((run_dir / "config.json").read_text()))
-        finished.setdefault(json.dumps(saved, sort_keys=True), run_dir)
+    finished = finished_by_parameters(runs_root)
     linked = 0
     for run in runs:
         if run.run_dir.exists() or run.run_dir.is_symlink():
@@ -179,6 +198,57 @@ def link_twins(runs: list[PlannedRun], runs_root: Path, log=print) -> int:
         log(f"{run.condition}/{run.name}: same configuration as {twin.parent.name}/{twin.name}, linked")
         linked += 1
     return linked
+
+
+def restore_sources(runs: list[PlannedRun], runs_root: Path, kept_root: Path) -> list[tuple[PlannedRun, Path, Path]]:
+    """``(run, kept copy, folder to restore it to)`` for every planned run that has no folder, no finished run
+    of its parameters under ``runs_root``, and a kept copy of a finished run with the same parameters under
+    ``kept_root`` (:func:`parameters_key`, as :func:`link_twins` compares: parameters, not names).  The folder
+    is the run's own when the copy is of the same condition, else the folder of the condition that trained
+    it (``runs_root/<its condition>/<its run>``), which :func:`link_twins` then links the run to, as when
+    both folders were there.  A pure look-up (nothing is written): the plan (``--plan``) reads it too."""
+    kept = finished_by_parameters(kept_root) if Path(kept_root).is_dir() else {}
+    if not kept:
+        return []
+    present = finished_by_parameters(runs_root)
+    chosen, targets = [], set()
+    for run in runs:
+        if run.run_dir.exists() or run.run_dir.is_symlink():
+            continue
+        key = _planned_parameters_key(run)
+        source = kept.get(key)
+        if source is None or key in present:
+            continue
+        target = run.run_dir if source.parent.name == run.condition else runs_root / source.parent.name / source.name
+        if target in targets or (target != run.run_dir and (target.exists() or target.is_symlink())):
+            continue
+        chosen.append((run, source, target))
+        targets.add(target)
+    return chosen
+
+
+def _planned_parameters_key(run: PlannedRun) -> str:
+    return json.dumps(_planned_parameters(run), sort_keys=True)
+
+
+def restore_kept(runs: list[PlannedRun], runs_root: Path, kept_root: Path, log=print) -> int:
+    """Restore the folders of :func:`restore_sources` from the kept copies (``reports/study/runs/``, committed;
+    ``runs/`` is not, so a new session starts without run folders): ``config.json``, ``summary.json``,
+    ``study_run.json`` (marked ``restored_from_kept``) and ``diversity.json``.  The run then counts as
+    finished, the report, twins and findings read it like any finished run, and a session adds the seeds
+    that are missing instead of training the finished ones again.  Returns how many folders were restored.
+
+    What a restored folder lacks: checkpoints, ``metrics.csv`` and snapshots (notebook 04 is not run on it,
+    :attr:`PlannedRun.complete`; notebook 03 is not run over it, :func:`execute_diversity`)."""
+    restored = 0
+    for run, source, target in restore_sources(runs, runs_root, kept_root):
+        where = os.path.relpath(source, REPO) if source.resolve().is_relative_to(REPO) else str(source)
+        restore_run(source, target, {"from": Path(where).as_posix(), "at": _now()})
+        into = "" if target == run.run_dir else f" into {target.parent.name}/{target.name} (to link)"
+        log(f"{run.condition}/{run.name}: restored from the kept copy {Path(where).as_posix()}{into}: same parameters, "
+            "not trained again")
+        restored += 1
+    return restored
 
 
 # ----------------------------------------------------------------------------- provenance of an attempt
@@ -276,7 +346,7 @@ def execute_run(run: PlannedRun, reports_study: Path, context: dict, in_job: boo
     """Train (or resume) one run and probe it; returns what was done, for the progress log.
     ``in_job``: called by a submitit job (:class:`RunJob`), passed on to :func:`execute_notebook`."""
     if run.complete:
-        return "skipped (finished)"
+        return f"skipped (finished){run_numbers(run.run_dir)}"
     record = AttemptRecord(run, context)
     started = time.perf_counter()
     done = []
@@ -297,7 +367,31 @@ def execute_run(run: PlannedRun, reports_study: Path, context: dict, in_job: boo
         record.end("failed")
         raise
     record.end("finished")
-    return f"{' + '.join(done)} in {(time.perf_counter() - started) / 60:.1f} min"
+    keep_run(run.run_dir, reports_study)  # now, not only with the report: a killed session keeps what finished
+    return f"{' + '.join(done)} in {(time.perf_counter() - started) / 60:.1f} min{run_numbers(run.run_dir)}"
+
+
+def run_numbers(run_dir: Path) -> str:
+    """A finished run's key numbers for its line in the study's log (``summary.json``): the probes,
+    trained (random init), the final loss and the run's wall time; empty when there is no summary."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return ""
+    summary = json.loads(path.read_text())
+    parts = []
+    probe, baseline = summary.get("probe"), summary.get("probe_random_init") or {}
+    if probe:
+        def pair(modality: str, kind: str) -> str:
+            base = baseline.get(modality, {}).get(kind)
+            return f"{kind} {probe[modality][kind]:.3f}" + (f" ({base:.3f})" if base is not None else "")
+        parts.append("probes trained (random init): " + ", ".join(
+            f"{modality} {pair(modality, 'linear')} {pair(modality, 'knn')}" for modality in ("video", "audio")))
+    if "final_loss" in summary:
+        parts.append(f"final loss {summary['final_loss']:.3f}")
+    if "wall_s" in summary:
+        parts.append(f"{summary.get('steps', '?')} steps, {1000 * summary.get('mean_step_s', 0):.0f} ms/step, "
+                     f"wall {summary['wall_s'] / 60:.1f} min")
+    return ": " + "; ".join(parts) if parts else ""
 
 
 def prepare_datasets(runs: list[PlannedRun], log=print) -> None:
@@ -669,9 +763,16 @@ def diversity_runs(condition: Condition, runs_root: Path) -> list[Path]:
 
 def execute_diversity(condition: Condition, runs_root: Path, reports_study: Path, umap: bool, log=print) -> None:
     """Notebook 03 over :func:`diversity_runs`, its figures and table into ``reports/study/<condition>/
-    diversity/``; skipped when ``inputs.json`` there already names the same finished runs."""
+    diversity/``; skipped when ``inputs.json`` there already names the same finished runs, and when one of
+    them was restored from a kept copy (the notebook reads metrics.csv and snapshots, which are not kept:
+    the figures already under ``reports/study/<condition>/diversity/`` are from when the runs ran)."""
     run_dirs = diversity_runs(condition, runs_root)
     if not run_dirs:
+        return
+    restored = [p for p in run_dirs if is_restored(p)]
+    if restored:
+        log(f"{condition.name}: diversity notebook skipped: {', '.join(p.name for p in restored)} restored from "
+            "kept copies (no metrics.csv or snapshots)")
         return
     output_dir = reports_study / condition.name / "diversity"
     inputs = {"run_dirs": [str(p) for p in run_dirs], "umap": umap,

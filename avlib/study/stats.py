@@ -301,3 +301,123 @@ def decide_family(comparisons: Sequence[Arms], delta: float = DELTA, alpha: floa
         p = {name: adjusted[3 * index + k] for k, name in enumerate(names)}
         decisions.append(_with_verdict(d, p, alpha, adjusted=True))
     return decisions
+
+
+# ----------------------------------------------------------------------------- the test split's share of the spread
+#
+# A probe's accuracy is a mean over the test clips, so part of its spread over seeds is which clips each
+# seed's model happens to get right, and that part shrinks as 1 / (test clips); the rest -- a seed's model
+# being better or worse on many clips at once -- is training's, and no evaluation split removes it.  With
+# per-clip correctness (seeds x clips) the split is exact algebra (:func:`noise_from_clips`): the variance
+# over seeds of a mean over clips is the sum of the clips' own variances over seeds (the clip part) plus
+# their covariances (the coherent part).  Without it, two disjoint parts of the test split whose accuracy
+# every run records (the tail classes' and the others') give the split-half estimate
+# (:func:`noise_from_halves`): their per-seed difference cancels the coherent part.
+
+
+@dataclass(frozen=True)
+class NoiseSplit:
+    """The variance over seeds of one quantity (an accuracy, or a paired difference; points^2), and the
+    part of it that is the test split's sampling of clips (``clip_var``), at ``clips`` test clips."""
+
+    observed_var: float  # sample variance over the seeds (ddof 1)
+    clip_var: float  # the test clips' part (estimated; may exceed observed_var by chance at few seeds)
+    seeds: int
+    clips: int
+
+    @property
+    def share(self) -> float:
+        """The clip part's share of the observed variance (NaN when nothing varies)."""
+        return self.clip_var / self.observed_var if self.observed_var > 0 else math.nan
+
+    def sd_with(self, factor: float) -> float:
+        """The sd over seeds expected with ``factor`` times as many test clips: the coherent part stays, the
+        clip part shrinks by ``factor`` (both clipped to the observed variance, so factor 1 gives the observed
+        sd and a clip part estimated above it counts as all of it)."""
+        if factor <= 0:
+            raise StatsError(f"factor={factor!r}: expected a number of times the test clips > 0")
+        clip = min(max(self.clip_var, 0.0), self.observed_var)
+        return math.sqrt(self.observed_var - clip + clip / factor)
+
+
+def binomial_sd(accuracy: float, clips: int) -> float:
+    """The sd of an accuracy over ``clips`` test clips under resampling of the clips: sqrt(p (1 - p) / n),
+    in the accuracy's unit (a share of 1).  It is what a bootstrap over one run's test clips gives
+    (:func:`bootstrap_sd`), and an upper bound on the clip part of the spread over seeds of one arm."""
+    if not 0.0 <= accuracy <= 1.0 or clips < 1:
+        raise StatsError(f"accuracy={accuracy!r}, clips={clips!r}: expected a share in [0, 1] and clips >= 1")
+    return math.sqrt(accuracy * (1.0 - accuracy) / clips)
+
+
+def bootstrap_sd(correct: Sequence[float], draws: int = 2000, seed: int = 0, groups: Sequence[int] | None = None,
+                 baseline: Sequence[float] | None = None) -> float:
+    """The bootstrap sd of a run's accuracy (the mean of ``correct``, one 0/1 per test clip), or with
+    ``baseline`` of the paired difference mean(correct) - mean(baseline) on the same clips: ``draws``
+    resamples of the test clips with replacement -- of whole ``groups`` when given (clips cut from one
+    source share their look and sound, so a source, not a clip, is the unit the test split samples)."""
+    values = _clean(correct, "correct")
+    if baseline is not None:
+        other = _clean(baseline, "baseline")
+        if len(other) != len(values):
+            raise StatsError(f"baseline has {len(other)} clips, correct {len(values)}: a paired difference needs "
+                             "the same test clips")
+        values = values - other
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        picks = rng.integers(0, len(values), size=(draws, len(values)))  # (draws, n)
+        return float(values[picks].mean(axis=1).std(ddof=1))
+    groups = np.asarray(groups)
+    if len(groups) != len(values):
+        raise StatsError(f"groups has {len(groups)} entries for {len(values)} clips")
+    names, index = np.unique(groups, return_inverse=True)
+    sums, sizes = np.bincount(index, weights=values), np.bincount(index).astype(float)  # (G,)
+    picks = rng.integers(0, len(names), size=(draws, len(names)))  # (draws, G)
+    return float((sums[picks].sum(axis=1) / sizes[picks].sum(axis=1)).std(ddof=1))
+
+
+def noise_from_clips(correct: np.ndarray) -> NoiseSplit:
+    """The exact split from per-clip values, ``(seeds, clips)``: correctness 0/1 of one arm, or the paired
+    difference of two arms' correctness (-1, 0, +1) on the same clips.  Observed: the variance over seeds of
+    the per-seed mean over clips; clip part: the sum over clips of each clip's variance over seeds / n^2
+    (what the spread would be if every clip were right or wrong independently of the others, at its own
+    rate); the remainder is the clips' covariance, a seed's model being better on many clips at once."""
+    values = np.asarray(correct, dtype=float)
+    if values.ndim != 2 or values.shape[0] < 2 or values.shape[1] < 1 or np.isnan(values).any():
+        raise StatsError(f"correct has shape {values.shape}: expected (seeds >= 2, clips >= 1) without NaN")
+    seeds, clips = values.shape
+    observed = float(values.mean(axis=1).var(ddof=1))
+    clip = float(values.var(axis=0, ddof=1).sum() / clips ** 2)
+    return NoiseSplit(observed, clip, seeds, clips)
+
+
+def noise_from_halves(whole: Sequence[float], part: Sequence[float], part_share: float, clips: int) -> NoiseSplit:
+    """The split-half estimate from per-seed values of the whole test split and of one part of it (``part``:
+    the mean over ``part_share`` of the clips; the rest is ``(whole - share x part) / (1 - share)``), in the
+    same unit (points, or the paired differences' points).
+
+    The part and the rest are disjoint clips: their per-seed difference carries no coherent (training) part,
+    only the two parts' clip noise, var(part - rest) = s^2 (1/n_part + 1/n_rest); the whole's clip part is
+    s^2 / n = share x (1 - share) x var(part - rest).  It assumes a clip's noise is the same in both parts;
+    where the parts are classes (the tail classes against the others), a seed's model being better on some
+    classes than on others counts as clip noise too, so the estimate is an upper bound of what more test
+    clips of the same classes would remove."""
+    whole_values, part_values = _clean(whole, "whole"), _clean(part, "part")
+    if len(whole_values) != len(part_values) or len(whole_values) < 2:
+        raise StatsError(f"whole ({len(whole_values)}) and part ({len(part_values)}): expected as many values, >= 2")
+    if not 0.0 < part_share < 1.0:
+        raise StatsError(f"part_share={part_share!r}: expected the part's share of the clips, in (0, 1)")
+    rest = (whole_values - part_share * part_values) / (1.0 - part_share)
+    clip = part_share * (1.0 - part_share) * float(np.var(part_values - rest, ddof=1))
+    return NoiseSplit(float(np.var(whole_values, ddof=1)), clip, len(whole_values), clips)
+
+
+def pool_noise(splits: Sequence[NoiseSplit]) -> NoiseSplit:
+    """Several cells' splits as one (variances averaged with their degrees of freedom as weights): one cell's
+    split rests on a handful of seeds; the pool says what the study's cells share."""
+    splits = list(splits)
+    if not splits:
+        raise StatsError("no splits to pool")
+    weights = np.array([s.seeds - 1 for s in splits], dtype=float)
+    observed = float(np.average([s.observed_var for s in splits], weights=weights))
+    clip = float(np.average([s.clip_var for s in splits], weights=weights))
+    return NoiseSplit(observed, clip, int(sum(s.seeds for s in splits)), int(round(np.mean([s.clips for s in splits]))))

@@ -44,7 +44,7 @@ from avlib.data.dataset import (SAMPLER_STREAM, SHUFFLE_STREAM, AVWindows, StepB
                                 stratified_subset)
 from avlib.data.manifest import skip_reasons, write_skipped_rows
 from avlib.data.sources import ShardBatches, open_clips
-from avlib.eval.probe import KnnMonitor, run_probes
+from avlib.eval.probe import KnnMonitor, clip_correctness, run_probes
 from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
 from avlib.models.export import ENCODERS_FILE, export_encoders
 from avlib.losses.intra import objective_loss
@@ -616,7 +616,10 @@ def summarise(t: Training, cache: DecodedCache, train_indices, peak_rss_mb: floa
                               max(1e-9, sum(r["step_s"] for r in rows))}
     if cfg.probe:
         probe_started = time.perf_counter()
-        summary["probe"] = run_probes(t.model, cache, cfg, device=t.device)
+        summary["probe"], details = run_probes(t.model, cache, cfg, device=t.device, return_details=True)
+        # which test clips each probe got right (a few dozen hex characters): the study tells the test
+        # split's share of a probe's spread over seeds from training's with it (avlib.study.noise)
+        summary["probe_correct"] = clip_correctness(details)
         summary["probe_random_init"] = read_random_init_probes(cfg.run_dir, cfg)
         summary["probe_s"] = time.perf_counter() - probe_started
     return summary
