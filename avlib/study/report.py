@@ -9,7 +9,8 @@ rebuilding it from the same runs gives the same bytes, and files whose bytes wou
 not rewritten.
 
 This module writes the per-condition tables and figures and the provenance; the findings (claims,
-comparisons, verdicts) are :mod:`avlib.study.findings`, their statistics :mod:`avlib.study.stats`.
+comparisons, verdicts) are :mod:`avlib.study.findings`, their statistics :mod:`avlib.study.stats`, the test
+split's share of their spread :mod:`avlib.study.noise`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from avlib.config import PretrainConfig
 from avlib.study.conditions import CONDITIONS
 from avlib.study.findings import findings_section
 from avlib.study.kept import DIVERSITY_RECORD, KEPT, RECORD, is_restored, keep_run, kept_dir, write_if_changed
+from avlib.study.noise import NOISE_ANCHOR, NOISE_TITLE, arms_noise, claims_noise, noise_section
 from avlib.study.results import (LINKS, MODALITIES, PROBE_NAMES, PROBES, ConditionResults, RunResult, collect,
                                  figure_bytes, fmt, level_label, level_text, mean_std, rel, table)
 from avlib.study.run import PACKAGES, copy_if_changed
@@ -464,9 +466,13 @@ def write_report(runs_root: Path | None, reports_dir: Path, kept: bool = False) 
     if not available:
         parts += ["No finished runs yet.", ""]
     else:
+        cells = claims_noise(available)
+        noise = noise_section(cells, arms_noise(available, cells))
         parts += ["Conditions: " + ", ".join(f"[`{n}`](#condition-{n})" for n in available)
                   + (", then the [plan](#plan)," if plan_section(available) else ", then")
-                  + " [findings](#findings) and [provenance](#provenance).", ""]
+                  + (f" [findings](#findings), [{NOISE_TITLE.lower()}](#{NOISE_ANCHOR})" if noise
+                     else " [findings](#findings)")
+                  + " and [provenance](#provenance).", ""]
         for results in available.values():
             if not kept:
                 keep_notebooks(results, runs_root, study_dir)
@@ -474,6 +480,7 @@ def write_report(runs_root: Path | None, reports_dir: Path, kept: bool = False) 
         plan = plan_section(available)
         parts += [plan] if plan else []
         parts.append(findings_section(available, reports_dir, study_dir))
+        parts += [noise] if noise else []
         parts.append(provenance_section(available, reports_dir))
     write_if_changed(report_path, ("\n".join(parts).rstrip() + "\n").encode())
     return report_path
