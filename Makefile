@@ -29,9 +29,11 @@ system:
 	  $$install >/dev/null || { $$sudo apt-get update -qq && $$install >/dev/null; }; \
 	fi
 
+# papermill through avlib/notebook.py (papermill's options): the kernel's output (training progress, probe table,
+# run folder) in the terminal, and a failing notebook's error in one line instead of papermill's traceback
 pretrain: uv system
 	mkdir -p $(RUN)
-	$(UV) run --frozen papermill notebooks/02_pretrain.ipynb $(RUN)/02_pretrain.ipynb -p sampler $(SAMPLER) -p run_dir $(RUN) $(PARAMS)
+	$(UV) run --frozen python -m avlib.notebook notebooks/02_pretrain.ipynb $(RUN)/02_pretrain.ipynb -p sampler $(SAMPLER) -p run_dir $(RUN) $(PARAMS)
 
 test: uv system
 	$(UV) run --frozen pytest
@@ -55,8 +57,19 @@ bench: uv
 tensorboard: uv
 	$(UV) run --frozen tensorboard --logdir runs/ --bind_all
 
+# reports/screenshots/*.png (bench/screenshots.py): TensorBoard's pages and notebook 03 after Run All in
+# JupyterLab, on two tiny runs in a temporary folder, in headless system Chromium (Playwright; ~3 min)
+.PHONY: screenshots
+screenshots: uv system
+	@[ -x /usr/bin/chromium ] || { echo "make screenshots: needs /usr/bin/chromium: apt-get install -y --no-install-recommends chromium fonts-dejavu-core"; exit 2; }
+	$(UV) run --frozen python bench/screenshots.py $(SCREENSHOT_ARGS)
+
+# JupyterLab on the repository root, so that notebooks/ and runs/ are both browsable (the notebooks resolve
+# relative paths from the root wherever their kernel starts); as root (uid 0: a container) it needs --allow-root.
+# LAB_ARGS adds options, e.g. make lab LAB_ARGS="--no-browser --port=8890"
+LAB_ARGS ?=
 lab: uv
-	$(UV) run --frozen jupyter lab notebooks/
+	$(UV) run --frozen jupyter lab --ServerApp.root_dir="$(CURDIR)" $$([ "$$(id -u)" -eq 0 ] && echo --allow-root) $(LAB_ARGS)
 
 # The reproducible study (avlib/study/): runs a condition's notebooks, resumable, then rebuilds
 # reports/REPORT.md from the run folders: make study [CONDITION=samplers] [JOBS=2] [STUDY_ARGS=...]

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -103,6 +104,36 @@ def _is_literal(node: ast.AST) -> bool:
         return True
     except (ValueError, TypeError, SyntaxError, RecursionError):
         return False
+
+
+def repository_root(start: str | Path | None = None) -> Path | None:
+    """The avlib checkout at or above ``start`` (default: the working directory): the nearest folder
+    holding both ``pyproject.toml`` and the ``avlib/`` package; None outside a checkout."""
+    here = Path.cwd() if start is None else Path(start)
+    for folder in (here.resolve(), *here.resolve().parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "avlib" / "__init__.py").is_file():
+            return folder
+    return None
+
+
+def work_from_repository_root(start: str | Path | None = None) -> Path:
+    """Make the checkout's root the working directory; returns the folder relative paths now resolve from.
+
+    Every notebook calls this before it reads its parameters, so that a relative path among them
+    (``run_dir``, ``run_dirs``, ``output_dir``, ``dataset``, ``dataset_root``, ``reports_dir``) means
+    the same wherever the kernel started: JupyterLab starts it in the notebook's folder
+    (``notebooks/``), papermill and ``make`` in the folder they were run from (the root), and the
+    README's paths (``runs/active``) are written from the root.  The strings stay as they were given
+    (a run's ``config.json`` keeps ``runs/active``, not this machine's absolute path).  Outside a
+    checkout (a copied notebook, a test's temporary folder) the working directory is left as it is.
+    """
+    root = repository_root(start)
+    if root is None:
+        return Path.cwd()
+    if Path.cwd().resolve() != root:
+        print(f"relative paths resolve from the repository root {root} (the kernel started in {Path.cwd()})")
+        os.chdir(root)
+    return root
 
 
 class _Config:
@@ -245,6 +276,9 @@ class PretrainConfig(_Config):
     # training colour jitter's hue: "hsv" (torchvision's) or "yiq" (a chroma rotation, ~4x cheaper video
     # augmentation at 112 px: for large frames, where the HSV round trip costs more than decoding)
     hue_space: str = "hsv"
+    # training video augmentation (avlib.data.augment.VIDEO_AUGMENTS): "light" (mild crop and colour jitter) or
+    # "strong" (SimCLR's: wider crop scales, colour jitter 0.8 with p 0.8, grey with p 0.2)
+    video_augment: str = "light"
     n_mels: int = 64
     on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
     min_clips_per_class: int = 2  # a class with fewer training clips is warned about (a misspelt label?)
@@ -342,6 +376,7 @@ class PretrainConfig(_Config):
         _check_choice("data_source", self.data_source, {"auto", "cache", "stream", "shards"})
         _check_choice("decoder", self.decoder, {"auto", "torchcodec", "pyav"})
         _check_choice("hue_space", self.hue_space, {"hsv", "yiq"})
+        _check_choice("video_augment", self.video_augment, {"light", "strong"})
         _check_choice("active_candidates", self.active_candidates, {"batch", "fresh", "bank", "backlog", "official"})
         _check_choice("objective", self.objective, set(OBJECTIVES))
         _check_positive("intra_weight", self.intra_weight)
@@ -444,7 +479,9 @@ class DownstreamConfig(_Config):
     splits in ``metadata`` (default: ``data_manifests/<dataset>``), see ``avlib.eval.downstream``.
     """
 
-    run_dir: str = "runs/default"  # a run folder written by 02_pretrain (results go to run_dir/downstream)
+    #: a run folder written by 02_pretrain (results go to run_dir/downstream), or a glob pattern standing for
+    #: the most recently finished run folder it matches (the default: the newest run directly under runs/)
+    run_dir: str = "runs/*"
     checkpoint: str = "last"  # 'last', a file in run_dir/checkpoints, or the path of a .pt checkpoint
     dataset: str = "run"  # 'run' (the run's own dataset), 'ucf101', 'hmdb51' or 'esc50'
     dataset_root: str | None = None  # your copy of the benchmark (the folder holding the class folders or audio/)
@@ -464,7 +501,7 @@ class DownstreamConfig(_Config):
     batch_size: int = 32  # fine-tuning batch size
     weight_decay: float = 1e-4  # fine-tuning weight decay
     seed: int = 0  # fine-tuning seed (head initialisation, batches, augmentation)
-    reports_dir: str = "reports"  # the results table is also written here
+    reports_dir: str | None = None  # a copy of the results table also goes here (None: only run_dir/downstream)
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:
@@ -481,14 +518,34 @@ class DownstreamConfig(_Config):
             raise ConfigError(f"parameter device={self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
 
 
+def _path_list(name: str, value: Any) -> tuple[str, ...]:
+    """A list parameter of paths as a tuple of strings.  papermill's ``-y "run_dirs: [a, b]"`` gives a
+    list; its ``-p run_dirs "['a', 'b']"`` gives the list's text, read here as a Python literal; a
+    plain string is one path."""
+    if isinstance(value, str) and value.strip().startswith(("[", "(")):
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"parameter {name}={value!r} is neither a path nor a Python list of quoted paths; "
+                              f"with papermill pass a list as -y \"{name}: [runs/a, runs/b]\" "
+                              f"(or -p {name} \"['runs/a', 'runs/b']\")") from None
+    items = (value,) if isinstance(value, str) else tuple(value)
+    bad = [item for item in items if not isinstance(item, str)]
+    if bad:
+        raise ConfigError(f"parameter {name}={value!r}: expected paths (strings), got {bad!r}")
+    return items
+
+
 @dataclass(frozen=True)
 class DiversityConfig(_Config):
     """Parameters of ``notebooks/03_negative_diversity.ipynb`` (dictionary diversity across runs)."""
 
-    run_dirs: tuple[str, ...] = ("runs/random", "runs/active")  # run folders to compare (e.g. one per sampler)
+    #: run folders to compare, or glob patterns each standing for the run folders (with config.json) it
+    #: matches: the default is every run folder directly under runs/ (not runs/study's nested ones)
+    run_dirs: tuple[str, ...] = ("runs/*",)
     snapshot_step: int = -1  # snapshot shown in the UMAP and the inspector (-1: each run's last)
     modality: str = "video"  # dictionary shown: "video" (negatives of audio queries) or "audio"
-    output_dir: str = "reports"  # where the figures and the table are written
+    output_dir: str = "runs/negative_diversity"  # where the figures and the table are written (reports/ only on purpose)
     umap: bool = True  # draw the UMAP figure (needs the runs' checkpoints; ~30 s for numba on first use)
     umap_seed: int = 0
     umap_neighbors: int = 15
@@ -498,7 +555,7 @@ class DiversityConfig(_Config):
 
     def __post_init__(self) -> None:
         self._check_types()
-        run_dirs = (self.run_dirs,) if isinstance(self.run_dirs, str) else tuple(self.run_dirs)
+        run_dirs = _path_list("run_dirs", self.run_dirs)
         object.__setattr__(self, "run_dirs", run_dirs)  # papermill passes a list (-y "run_dirs: [a, b]")
         if not run_dirs:
             raise ConfigError("parameter run_dirs is empty: pass at least one run folder")

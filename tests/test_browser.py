@@ -2,7 +2,8 @@
 
 Runs every cell of ``03_negative_diversity.ipynb`` (on two tiny runs), changes the query in the
 inspector, checks that the negatives listed in the page become those the data side ranks for the new
-query, and saves a screenshot of the inspector to ``reports/inspector.png``.  Skipped, with a banner
+query, and screenshots the inspector into the test's temporary folder (tests write no tracked file;
+``make screenshots`` regenerates ``reports/screenshots/``).  Skipped, with a banner
 at the end of the run, where ``/usr/bin/chromium`` is missing; ``.ci/run`` installs Debian's
 ``chromium`` and sets ``AVLIB_REQUIRE_SYSTEM=1``, so in CI it runs or fails (``tests/system.py``).
 Playwright never downloads a browser here.
@@ -28,7 +29,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT = ROOT / "reports" / "inspector.png"
 
 pytestmark = needs_system(CHROMIUM, "apt-get install chromium fonts-dejavu-core")
 
@@ -96,7 +96,8 @@ def _listed(page) -> list[int]:
     return [int(clip) for clip in re.findall(r"#\d+ clip (\d+)", text)]
 
 
-def test_inspector_runs_in_jupyterlab_and_follows_the_query(lab):
+def test_inspector_runs_in_jupyterlab_and_follows_the_query(lab, tmp_path):
+    screenshot = tmp_path / "inspector.png"
     from playwright.sync_api import sync_playwright
 
     from avlib.analysis.inspector import inspect_query
@@ -139,8 +140,7 @@ def test_inspector_runs_in_jupyterlab_and_follows_the_query(lab):
             inspector.scroll_into_view_if_needed()
             page.wait_for_function("() => [...document.querySelectorAll('.avlib-inspector img')]"
                                    ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            inspector.screenshot(path=str(SCREENSHOT))
+            inspector.screenshot(path=str(screenshot))
         finally:
             browser.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000

@@ -125,3 +125,64 @@ def test_media_helpers():
     assert strip.shape == (8, 40, 3) and (strip[:, :10] == video[0]).all() and (strip[:, 30:] == video[15]).all()
     data = wav_bytes(np.sin(np.linspace(0, 100, 800)).astype(np.float32), 8000)
     assert data[:4] == b"RIFF" and len(data) == 44 + 2 * 800
+
+
+def test_without_a_kernel_readers_see_a_note_and_a_static_rendering_of_the_first_query(two_runs):
+    """In place of the widget, a reader without the kernel (nbconvert's HTML export, a stored executed
+    notebook) shows its fallback, which says it needs a live kernel; :meth:`static_view` is a separate
+    output with the query and its listed negatives, the widget's own frame strips and spectrograms as
+    inline PNGs, same-class negatives in red, shown by nbconvert even where the notebook stores the
+    widget's state (papermill's executed copies do; nbconvert then draws the widget from a script that
+    needs the network).  Control: without the static output, the export has no image at all."""
+    import base64
+    import html
+    import io
+    import re
+
+    import nbformat
+    from nbconvert import HTMLExporter
+    from PIL import Image
+
+    from avlib.analysis.inspector import LIVE_KERNEL_NOTE, SAME_CLASS_COLOUR
+
+    inspector = negative_inspector(two_runs, step=-1, query_modality="audio", top_k=4)
+    bundle = inspector._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # a live front end still draws the widget
+    assert LIVE_KERNEL_NOTE in html.unescape(bundle["text/html"]) and "needs a live kernel" in bundle["text/plain"]
+    static = inspector.static_view().data
+    assert LIVE_KERNEL_NOTE in html.unescape(static)
+    rows = re.findall(r"<div class='avlib-static-row' data-clip='(\d+)'.*?</div>(<img.*?>)(<img.*?>)</div>", static)
+    assert [int(clip) for clip, _, _ in rows] == [inspector.view.clip_index] + inspector.shown()
+    def decoded(tag):
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(re.search(r"base64,([^']+)'", tag)[1]))), dtype=float)
+
+    images = [inspector.clip_images(int(clip)) for clip, _, _ in rows]
+    for (clip, frames, spectrogram), own, other in zip(rows, images, images[1:] + images[:1]):
+        for tag, mine, theirs in ((frames, own[0], other[0]), (spectrogram, own[1], other[1])):
+            shown = decoded(tag)  # the clip's own strip and spectrogram, up to JPEG's loss
+            assert shown.shape == mine.shape and np.abs(shown - mine).mean() < 12.0  # of 255
+            assert np.abs(shown - mine).mean() < np.abs(shown - theirs).mean()  # another clip's differ more
+    colours = re.findall(r"data-clip='\d+' [^>]*><div style='width:230px;font-size:12px;color:([^']+)'", static)[1:]
+    assert [c == SAME_CLASS_COLOUR for c in colours] == [n.same_class for n in inspector.view.negatives]
+    inspector.class_picker.value = "same"  # only the biased keys: every listed row is marked
+    same_rows = re.findall(r"color:([^']+)'>#\d+ clip", inspector.static_html())
+    assert len(same_rows) == len(inspector.shown()) and set(same_rows) <= {SAME_CLASS_COLOUR}
+    inspector.class_picker.value = "all"
+
+    def exported(*outputs, widget_state=True):
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[
+            nbformat.v4.new_output("display_data", data=data) for data in outputs])])
+        if widget_state:  # as papermill stores it: the view's model is in the notebook's widget state
+            model = bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+            notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+                "state": {model: {"model_name": "VBoxModel", "model_module": "@jupyter-widgets/controls",
+                                  "model_module_version": "2.0.0", "state": {}}}, "version_major": 2, "version_minor": 0}}
+        return HTMLExporter().from_notebook_node(notebook)[0]
+
+    image_tags = r"src=[\"']data:image/jpeg;base64,"
+    for state in (True, False):
+        page = exported(bundle, {"text/html": static}, widget_state=state)
+        assert "needs a live kernel" in page
+        assert len(re.findall(image_tags, page)) == 2 * (1 + len(inspector.shown()))
+    assert "needs a live kernel" in exported(bundle, widget_state=False)  # the fallback, where the widget was
+    assert not re.findall(image_tags, exported(bundle)) and not re.findall(image_tags, exported(bundle, widget_state=False))

@@ -1,5 +1,7 @@
 """Manifest loading (columns, splits, paths) and media validation."""
+import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +103,66 @@ def test_validate_skip_reports_and_keeps_the_rest(dataset, tmp_path, capsys):
     # too short for the requested training window
     _, short = validate_manifest(valid, min_duration_s=2.0, on_error="skip", verbose=False)
     assert short.kept == 0 and all("too short" in p[2] for p in short.problems)
+
+
+# ----------------------------------------------------------------------------- every row skipped (issue 34)
+
+
+def _manifest_of_missing_files(folder, count):
+    """A manifest of ``count`` rows whose files do not exist (the issue's case was one row)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"clips/missing_{i}.mp4,{'ab'[i % 2]},{('train', 'val', 'test')[i % 3]}\n" for i in range(count))
+    return _csv(folder / "manifest.csv", "path,label,split\n" + rows)
+
+
+def test_a_manifest_whose_rows_are_all_skipped_names_them_and_the_run_writes_skipped_clips(tmp_path):
+    """The error names the first rows with their resolved paths and reasons and counts the others; the
+    run writes every row to skipped_clips.csv before it stops, and says where."""
+    from avlib.train import pretrain
+    from tiny import tiny_config
+
+    manifest = _manifest_of_missing_files(tmp_path / "data", 7)
+    run_dir = tmp_path / "run"
+    with pytest.raises(ManifestError) as caught:
+        pretrain(tiny_config(run_dir, dataset=str(manifest)))
+    text = str(caught.value)
+    assert "7 of 7 rows skipped (7x file not found)" in text
+    for i in range(5):  # the first five, each with its resolved path and reason
+        assert f"row {i + 1} (line {i + 2}) {tmp_path / 'data' / 'clips' / f'missing_{i}.mp4'}: file not found" in text
+    assert "missing_5.mp4" not in text and "and 2 more" in text
+    skipped_csv = (run_dir / "skipped_clips.csv").resolve()
+    assert text.endswith(f"All 7 skipped rows with their reasons: {skipped_csv}")
+    with open(skipped_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["row"], Path(r["path"]).name, r["reason"]) for r in rows] == [
+        (str(i + 1), f"missing_{i}.mp4", "file not found") for i in range(7)]
+    assert caught.value.skipped_rows == [(i + 1, str(tmp_path / "data" / "clips" / f"missing_{i}.mp4"),
+                                          "file not found") for i in range(7)]
+
+
+def test_the_one_row_case_of_the_issue_names_the_row(tmp_path):
+    """``1 of 1 rows skipped (1x file not found)`` alone named neither the row nor the path."""
+    from avlib.data.dataset import open_dataset
+    from tiny import tiny_config
+
+    manifest = _manifest_of_missing_files(tmp_path / "one", 1)
+    with pytest.raises(ManifestError) as caught:
+        open_dataset(tiny_config(tmp_path / "run", dataset=str(manifest)), progress=False)
+    assert str(caught.value).endswith(
+        f"1 of 1 rows skipped (1x file not found). Skipped: row 1 (line 2) {tmp_path / 'one' / 'clips' / 'missing_0.mp4'}"
+        ": file not found")
+    assert not (tmp_path / "run").exists()  # the data layer writes nothing: the run (pretrain) writes the CSV
+
+
+def test_a_streamed_manifest_whose_rows_are_all_skipped_carries_its_rows_for_skipped_clips(tmp_path):
+    """``data_source='stream'`` validates the manifest itself (no cache): its error names the rows too and
+    carries them all, which the run writes to skipped_clips.csv (the cache path's test above)."""
+    from avlib.data.sources import open_clips
+    from tiny import tiny_config
+
+    manifest = _manifest_of_missing_files(tmp_path / "streamed", 3)
+    with pytest.raises(ManifestError) as caught:
+        open_clips(tiny_config(tmp_path / "run", dataset=str(manifest), data_source="stream"), progress=False)
+    assert "3 of 3 rows skipped (3x file not found)" in str(caught.value)
+    assert f"row 1 (line 2) {tmp_path / 'streamed' / 'clips' / 'missing_0.mp4'}: file not found" in str(caught.value)
+    assert [row for row, _, _ in caught.value.skipped_rows] == [1, 2, 3]

@@ -5,6 +5,7 @@ papermill's parameter injection (the same mechanism as ``papermill -p``) and run
 """
 
 import json
+import re
 import subprocess
 import time
 import sys
@@ -38,15 +39,22 @@ def run_nbval(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def pretrained_run(tmp_path_factory):
-    """The README's main command, papermill on 02_pretrain, with tiny parameters."""
+def pretrained_run_and_terminal(tmp_path_factory):
+    """The README's main command (``make pretrain``: papermill on 02_pretrain through ``avlib.notebook``)
+    with tiny parameters; the run folder and what the terminal showed."""
     folder = tmp_path_factory.mktemp("papermill")
     run_dir = folder / "run"
-    papermill.execute_notebook(
-        str(NOTEBOOKS / "02_pretrain.ipynb"), str(folder / "02_pretrain.out.ipynb"),
-        parameters={**TINY, "run_dir": str(run_dir), "sampler": "random"}, cwd=str(ROOT), progress_bar=False,
-    )
-    return run_dir
+    parameters = {**TINY, "run_dir": str(run_dir), "sampler": "random", "progress": True}
+    result = subprocess.run([sys.executable, "-m", "avlib.notebook", str(NOTEBOOKS / "02_pretrain.ipynb"),
+                             str(folder / "02_pretrain.out.ipynb"), "-y", json.dumps(parameters), "--cwd", str(ROOT)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir, result.stdout
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(pretrained_run_and_terminal):
+    return pretrained_run_and_terminal[0]
 
 
 def test_papermill_pretrain_writes_the_run_folder(pretrained_run):
@@ -54,6 +62,17 @@ def test_papermill_pretrain_writes_the_run_folder(pretrained_run):
     assert summary["sampler"] == "random" and summary["steps"] > 0
     assert (pretrained_run / "training_curves.png").stat().st_size > 0
     assert set(summary["probe"]) == {"video", "audio"}
+
+
+def test_make_pretrain_shows_progress_the_probe_table_and_the_run_folder(pretrained_run_and_terminal):
+    """The kernel's stdout reaches the terminal (issue 34): progress lines (the contract of
+    tests/test_console.py), then the probe table, then the run folder."""
+    run_dir, terminal = pretrained_run_and_terminal
+    lines = terminal.splitlines()
+    progress = [i for i, line in enumerate(lines) if re.search(r"step\s+\d+/\d+", line)]
+    assert len(progress) == 6 and all("loss" in lines[i] and "ETA" in lines[i] for i in progress), terminal
+    table = next(i for i, line in enumerate(lines) if "| trained | random init |" in line)
+    assert progress[-1] < table and lines[-1] == f"run folder: {run_dir.resolve()}"
 
 
 def test_nbval_01_data(tmp_path):

@@ -151,3 +151,74 @@ def test_source_parameters_that_cannot_work_are_refused(tmp_path, long_corpus):
         tiny_config(tmp_path, data_source="strem")
     with pytest.raises(ConfigError, match="parameter decoder='ffmpeg' is not valid"):
         tiny_config(tmp_path, decoder="ffmpeg")
+
+
+def test_the_loader_workers_deliver_the_windows_read_in_process(tmp_path):
+    """The loader's own work (seeding, collation into shared memory, the hand-over from 2 worker processes)
+    leaves the windows as they are: every batch equals the same items read and collated in this process."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from avlib.data.dataset import StepBatches, collate
+
+    cfg = tiny_config(tmp_path, data_source="stream")
+    clips = open_clips(cfg, progress=False)
+    windows = AVWindows(clips, clips.select("train"), cfg, train=True)
+    batches = StepBatches(len(windows), cfg.batch_size, cfg.seed, 4)
+    loader = DataLoader(windows, batch_sampler=batches, collate_fn=collate, num_workers=2)
+    delivered = list(loader)
+    assert len(delivered) == 4
+    for batch, items in zip(delivered, batches):
+        expected = collate([windows[item] for item in items])
+        for key in ("video", "audio", "clip_index", "label", "window_start_s"):
+            assert torch.equal(batch[key], expected[key]), key
+    # the control: another step's items are other windows
+    assert not torch.equal(delivered[0]["video"], delivered[1]["video"])
+
+
+def test_a_worker_stacks_its_batch_into_shared_memory():
+    """Collated in a DataLoader worker, the batch's tensors are already in shared memory, so sending it to
+    the main process copies nothing more (``share_memory_`` would copy a 9.4-MB decode-only batch of 8
+    128-px windows once more); in the main process they stay in ordinary memory."""
+    import torch
+    import torch.utils.data._utils.worker as worker_state
+
+    from avlib.data.dataset import collate
+
+    items = [{"video": torch.full((2, 3, 4, 4), float(k)), "audio": torch.full((1, 5, 6), -float(k)),
+              "clip_index": k, "label": k % 2} for k in range(3)]
+    in_main = collate(items)
+    assert not in_main["video"].is_shared() and not in_main["audio"].is_shared()
+    saved = worker_state._worker_info
+    worker_state._worker_info = worker_state.WorkerInfo(id=0, num_workers=1, seed=0, dataset=None)
+    try:
+        in_worker = collate(items)
+    finally:
+        worker_state._worker_info = saved
+    assert in_worker["video"].is_shared() and in_worker["audio"].is_shared()
+    for key in ("video", "audio", "clip_index", "label"):
+        assert torch.equal(in_worker[key], in_main[key]), key
+
+
+def test_seeded_draws_manual_seeds_stream_restores_the_outer_state_and_seeds_no_accelerator(monkeypatch):
+    """``seeded(seed)`` gives the CPU draws ``torch.manual_seed(seed)`` gives (the windows and augmentations
+    of every run stay what they were), puts the outer RNG state back, and does not queue the lazy seeding
+    of uninitialised accelerators that ``torch.manual_seed`` does with a formatted stack on each call."""
+    import torch
+
+    for seed in (0, 7, 2 ** 62 + 3):
+        torch.manual_seed(seed)
+        expected = (torch.randint(0, 1000, (5,)), torch.empty(3).uniform_(-1, 1), torch.rand(4))
+        torch.manual_seed(123)
+        outer = torch.get_rng_state()
+        with seeded(seed):
+            got = (torch.randint(0, 1000, (5,)), torch.empty(3).uniform_(-1, 1), torch.rand(4))
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        assert torch.equal(torch.get_rng_state(), outer)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    with seeded(5):
+        torch.rand(1)
+    assert calls == []
+    torch.manual_seed(5)  # the control: torch.manual_seed does seed the accelerators
+    assert calls == [5]

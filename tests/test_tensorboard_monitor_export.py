@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from google.protobuf import text_format
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 import avlib
 from avlib.eval.probe import knn_leave_one_out
@@ -35,21 +38,120 @@ def test_tensorboard_holds_every_metric_the_probes_the_hparams_and_the_dictionar
     events.Reload()
     tags = set(events.Tags()["scalars"])
     rows = read_metrics(run_dir)
-    assert {"loss/loss", "train/lr", "time/step_s", "dictionary/video/entropy", "dictionary/audio/erank",
-            "monitor/knn_video", "monitor/knn_audio", "probe/video_linear", "probe_random_init/audio_knn"} <= tags
-    losses = events.Scalars("loss/loss")
+    assert {"1_loss/loss", "4_train/lr", "7_time/step_s", "5_dictionary/video/entropy", "5_dictionary/audio/erank",
+            "3_knn_monitor/knn_video", "3_knn_monitor/knn_audio", "2_probe/video_linear", "2_probe/audio_knn"} <= tags
+    losses = events.Scalars("1_loss/loss")
     assert [e.step for e in losses] == [r["step"] for r in rows]  # every step once
     assert [e.value for e in losses] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
-    assert events.Scalars("probe/video_linear")[-1].value == pytest.approx(summary["probe"]["video"]["linear"])
-    hparams = EventAccumulator(str(run_dir / "tensorboard" / "hparams"))
-    hparams.Reload()
-    assert "hparam/probe_video_linear" in hparams.Tags()["scalars"]
-    projector = (run_dir / "tensorboard" / "projector_config.pbtxt").read_text()
-    assert 'tensor_name: "dictionary_video:' in projector and 'tensor_name: "dictionary_audio:' in projector
+    # a probe's chart: the random-init encoders at step 0, the trained ones at the last step
+    probe = events.Scalars("2_probe/video_linear")
+    assert [e.step for e in probe] == [0, len(rows)]
+    assert probe[0].value == pytest.approx(summary["probe_random_init"]["video"]["linear"])
+    assert probe[-1].value == pytest.approx(summary["probe"]["video"]["linear"])
+    assert "batch_digest" not in " ".join(tags)  # a hash, not a quantity
     metadata_files = sorted((run_dir / "tensorboard").glob("*/dictionary_video/metadata.tsv"))
     header, *lines = metadata_files[-1].read_text().splitlines()
     assert header.split("\t") == ["class", "clip", "age"] and len(lines) == 8  # dictionary_size keys
     assert all(int(line.split("\t")[2]) >= 0 for line in lines)
+
+
+def test_the_scalar_groups_sort_loss_probes_and_monitor_first(run):
+    """TensorBoard 2.21 (uv.lock) sorts tags with its natural sort, digits and '/' before letters, and
+    groups them by the part before the first '/': the numbered groups come in their numbers' order."""
+    run_dir, _ = run
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 1})
+    events.Reload()
+    groups = []
+    for tag in sorted(events.Tags()["scalars"], key=_tensorboard_tag_order):
+        if tag.split("/", 1)[0] not in groups:
+            groups.append(tag.split("/", 1)[0])
+    assert groups == ["1_loss", "2_probe", "3_knn_monitor", "4_train", "5_dictionary", "6_selection", "7_time"]
+    # the control: the groups' plain names would put the dictionaries first and the loss after them
+    plain = sorted({g.split("_", 1)[1] for g in groups}, key=_tensorboard_tag_order)
+    assert plain.index("dictionary") < plain.index("loss")
+
+
+def _tensorboard_tag_order(tag: str) -> list:
+    """The sort key of TensorBoard 2.21's tag comparison (its frontend's compareTagNames, read from
+    tensorboard/webfiles.zip): digit runs compare as numbers, digits and '/' before other characters."""
+    key = []
+    for part in re.findall(r"\d+|.", tag):
+        key.append((0, int(part), "") if part.isdigit() else (0, -1, "") if part == "/" else (1, 0, part))
+    return key
+
+
+def test_hyperparameters_are_an_hparams_session_and_no_scalar_charts(run):
+    run_dir, summary = run
+    folder = run_dir / "tensorboard"
+    assert not (folder / "hparams").exists()  # no sub-run of one-dot charts
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("hparam")]
+    assert all(len(events.Scalars(tag)) >= 2 for tag in events.Tags()["scalars"])  # no chart of a single dot
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+    plugin_data = events.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    experiment = hparams_metadata.parse_experiment_plugin_data(plugin_data[hparams_metadata.EXPERIMENT_TAG])
+    session = hparams_metadata.parse_session_start_info_plugin_data(
+        plugin_data[hparams_metadata.SESSION_START_INFO_TAG])
+    assert session.hparams["sampler"].string_value == "active"
+    assert session.hparams["dictionary_size"].number_value == 8
+    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    assert {"2_probe/video_linear", "3_knn_monitor/knn_audio"} <= metric_tags
+    assert metric_tags <= set(events.Tags()["scalars"])  # each metric is a chart the run already has
+
+
+def test_counts_are_logged_where_they_change(tmp_path):
+    """A count holding one value for most of a run gets a y-axis a millionth wide in TensorBoard
+    (smoothing plus outlier clipping): counts are written as their step function, not once a step."""
+    from avlib.train.tensorboard import TensorBoardLog
+
+    sizes = [0, 4, 8] + [8] * 27  # a dictionary filling up, then full
+    classes = [3] * 12 + [2] + [3] * 17  # one class missing at step 12
+    log = TensorBoardLog(tmp_path)
+    for step, (size, count) in enumerate(zip(sizes, classes)):
+        log.scalars({"step": step, "loss": 1.0 / (step + 1), "video_dict_size": size, "video_dict_classes": count,
+                     "batch_digest": 12345})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert logged["5_dictionary/video/size"] == [(0, 0), (1, 4), (2, 8), (29, 8)]
+    assert logged["5_dictionary/video/classes"] == [(0, 3), (11, 3), (12, 2), (13, 3), (29, 3)]
+    assert len(logged["1_loss/loss"]) == 30  # the control: a measured value is written every step
+    assert set(logged) == {"1_loss/loss", "5_dictionary/video/size", "5_dictionary/video/classes"}  # no hash
+
+
+def test_the_projector_opens_on_the_last_snapshot_coloured_by_class(run):
+    """The projector (2.21) opens on the first tensor after sorting by point count (largest first) then
+    name, and with "No color map": the newest snapshot is named to sort first, its keys are squares
+    in their class's colour (the config's sprite), and the metadata's first column is the class."""
+    run_dir, _ = run
+    folder = run_dir / "tensorboard"
+    config = ProjectorConfig()
+    text_format.Parse((folder / "projector_config.pbtxt").read_text(), config)
+    snapshot_steps = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(snapshot_steps) >= 3 and snapshot_steps[-1] == len(read_metrics(run_dir)) - 1
+    # the projector's own order: point count, largest first, then the name
+    shown_first = sorted(config.embeddings, key=lambda e: (-e.tensor_shape[0], e.tensor_name))[0]
+    assert shown_first.tensor_name == f"dictionary_audio:latest_step_{snapshot_steps[-1]:07d}"
+    assert f"{snapshot_steps[0]:07d}" in " ".join(e.tensor_name for e in config.embeddings)  # the history stays
+    assert len(config.embeddings) == 2 * len(snapshot_steps)
+    for embedding in config.embeddings:
+        step = int(embedding.tensor_name.rsplit("_", 1)[1])
+        assert embedding.tensor_path.startswith(f"{step:07d}/")  # the step in the name is the snapshot's
+        assert (folder / embedding.metadata_path).read_text().split("\t", 1)[0] == "class"
+    # the sprite: each key's square has its class's colour, the same colour for the same class
+    metadata = (folder / shown_first.metadata_path).read_text().splitlines()[1:]
+    classes = [line.split("\t")[0] for line in metadata]
+    sprite = np.asarray(Image.open(folder / shown_first.sprite.image_path).convert("RGB"))
+    side = shown_first.sprite.single_image_dim[0]
+    grid = sprite.shape[1] // side
+    centres = [tuple(sprite[(i // grid) * side + side // 2, (i % grid) * side + side // 2]) for i in range(len(classes))]
+    colour_of = {}
+    for name, colour in zip(classes, centres):
+        assert colour_of.setdefault(name, colour) == colour
+    assert len(set(colour_of.values())) == len(colour_of) >= 2  # distinct classes, distinct colours
 
 
 def test_a_resumed_run_writes_no_step_twice(run, tmp_path):
@@ -59,7 +161,7 @@ def test_a_resumed_run_writes_no_step_twice(run, tmp_path):
     pretrain(cfg)                                            # the checkpoint before it, rewriting 2 steps
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
-    steps = [e.step for e in events.Scalars("loss/loss")]
+    steps = [e.step for e in events.Scalars("1_loss/loss")]
     assert steps == sorted(set(steps)) == list(range(len(read_metrics(tmp_path / "run"))))
 
 

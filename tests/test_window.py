@@ -208,6 +208,23 @@ def test_the_two_decoders_give_the_same_window(corpus, decoder):
         assert np.abs(audio_av - audio_next).max() > 100 * AUDIO_TOL
 
 
+@pytest.mark.parametrize("decoder", TORCHCODEC)
+def test_torchcodec_frames_that_need_no_resize_are_cropped_in_one_slice_to_the_same_pixels(corpus, decoder):
+    """At the short side (no resize) the torchcodec backend crops all frames in one slice instead of
+    converting each source frame (a loader cost): the pixels are those of the per-frame conversion."""
+    from torchcodec.decoders import VideoDecoder
+
+    kw = event_window(corpus, frame_size=120)
+    frames, _ = decode_window(clip_path(corpus), decoder=decoder, **kw)
+    targets = kw["video_start_s"] + np.arange(kw["num_frames"]) / NTSC
+    raw = VideoDecoder(str(clip_path(corpus)), seek_mode="approximate", dimension_order="NHWC")
+    source = raw.get_frames_played_at(seconds=(targets + 1e-6).tolist()).data.numpy()  # (T, 120, 160, 3)
+    assert source.shape[1:] == (120, 160, 3), "a 4:3 source: the crop takes the middle 120 of 160 columns"
+    per_frame = np.stack([window._resize_rgb_short_side_crop(frame, 120) for frame in source])
+    assert np.array_equal(frames, per_frame)
+    assert not np.array_equal(frames, source[:, :, :120]), "the control: a left-aligned crop differs"
+
+
 @pytest.mark.parametrize("decoder", BOTH)
 def test_a_window_is_the_same_span_of_the_whole_decoded_clip(corpus, decoder):
     """Windows at several offsets (on and just before frame times, just before a keyframe, audio

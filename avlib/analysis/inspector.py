@@ -9,11 +9,16 @@ With the same seed two runs (e.g. ``random`` and ``active``) see the same batche
 run shows the other method's dictionary for the same query clip.
 
 The data side (:func:`rank_negatives`, :func:`inspect_query`) is plain Python, tested without a
-browser; :func:`negative_inspector` builds the widget on top of it.
+browser; :func:`negative_inspector` builds the widget on top of it.  The widget needs a live kernel:
+without one (nbconvert's HTML export, a stored executed notebook) it is a blank area, or its text
+fallback, which says so.  :meth:`NegativeInspector.static_view` is a separate output, the query the
+widget shows as plain HTML with its frames and spectrograms as images, for those readers.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import wave
 from dataclasses import dataclass, field
@@ -29,8 +34,15 @@ from avlib.dictionary.diversity import negative_weights
 from avlib.dictionary.snapshots import MODALITIES, Snapshot, read_snapshot, resolve_step, snapshot_steps
 
 OTHER = {"video": "audio", "audio": "video"}
+#: what an exported notebook says in place of the live widget
+LIVE_KERNEL_NOTE = ("The negative inspector is an interactive widget: it needs a live kernel (open the notebook in "
+                    "JupyterLab and run it) to be shown, to pick the sampler, step, query clip, class filter or "
+                    "top-k, and to play the audio.")
+#: colour of same-class (biased) negatives, in the widget and in its static rendering
+SAME_CLASS_COLOUR = "#c0392b"
 #: class filters besides a class index: every negative, the query's class only, the other classes
 CLASS_FILTERS = ("all", "same", "other")
+NO_MATCH = "no negative matches this filter"
 
 
 @dataclass
@@ -152,6 +164,16 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_bytes(image: np.ndarray, quality: int = 85) -> bytes:
+    """JPEG of an RGB image: what a stored static rendering embeds (a 64 px frame strip and its
+    spectrogram take ~11 kB, against ~69 kB as PNG: the textured frames compress badly losslessly)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def wav_bytes(waveform: np.ndarray, sample_rate: int) -> bytes:
     """16-bit mono WAV of a float waveform (peak-normalised so quiet clips are audible)."""
     peak = float(np.abs(waveform).max()) or 1.0
@@ -267,18 +289,23 @@ class NegativeInspector(widgets.VBox):
         return [n.clip_index for n in self.view.negatives] if self.view else []
 
     # -- drawing ----------------------------------------------------------------------------
+    def clip_images(self, clip: int) -> tuple[np.ndarray, np.ndarray]:
+        """A clip's frame strip and log-mel spectrogram as RGB arrays: what the widget and its static
+        rendering show of it."""
+        audio = np.asarray(self.cache.audio[clip])
+        return (frame_strip(self.cache.video[clip], self.frames),
+                spectrogram_image(audio, self.cache.sample_rate, self.configs[0].n_mels))
+
     def _clip_media(self, clip: int) -> tuple[bytes, bytes, bytes]:
         if clip not in self._media:
-            cfg = self.configs[0]
-            audio = np.asarray(self.cache.audio[clip])
-            self._media[clip] = (png_bytes(frame_strip(self.cache.video[clip], self.frames)),
-                                 png_bytes(spectrogram_image(audio, self.cache.sample_rate, cfg.n_mels)),
-                                 wav_bytes(audio, self.cache.sample_rate))
+            strip, spectrogram = self.clip_images(clip)
+            self._media[clip] = (png_bytes(strip), png_bytes(spectrogram),
+                                 wav_bytes(np.asarray(self.cache.audio[clip]), self.cache.sample_rate))
         return self._media[clip]
 
     def _clip_row(self, clip: int, text: str, highlight: bool = False):
         strip, spectrogram, audio = self._clip_media(clip)
-        colour = "#c0392b" if highlight else "#222"
+        colour = SAME_CLASS_COLOUR if highlight else "#222"
         return widgets.HBox([
             widgets.HTML(f"<div style='width:230px;font-size:12px;color:{colour}'>{text}</div>"),
             widgets.Image(value=strip, format="png", layout=widgets.Layout(height="64px")),
@@ -295,16 +322,68 @@ class NegativeInspector(widgets.VBox):
                                    cfg.temperature, cfg.mask_same_clip, self.top_k_picker.value,
                                    self.class_picker.value)
         view = self.view
-        name = self.class_names[view.label]
-        self.query_box.children = [self._clip_row(
-            view.clip_index,
-            f"<b>query</b> clip {view.clip_index} ({view.query_modality})<br>class <b>{name}</b><br>"
-            f"step {view.step}, {run_label(self.run_dirs[run])}<br>positive: sim {view.positive_similarity:.3f}, "
-            f"weight {view.positive_weight:.3f}<br>{view.num_negatives} negatives, "
-            f"{100 * view.same_class_share:.0f}% of its class")]
-        rows = [self._clip_row(
-            n.clip_index,
-            f"#{n.rank} clip {n.clip_index}<br>class <b>{self.class_names[n.label]}</b>"
-            f"{' (same class)' if n.same_class else ''}<br>sim {n.similarity:.3f}, weight {n.weight:.4f}<br>"
-            f"age {n.age} step{'' if n.age == 1 else 's'}", highlight=n.same_class) for n in view.negatives]
-        self.negatives_box.children = rows or [widgets.HTML("<i>no negative matches this filter</i>")]
+        self.query_box.children = [self._clip_row(view.clip_index, self._query_text())]
+        rows = [self._clip_row(n.clip_index, self._negative_text(n), highlight=n.same_class) for n in view.negatives]
+        self.negatives_box.children = rows or [widgets.HTML(f"<i>{NO_MATCH}</i>")]
+
+    def _query_text(self) -> str:
+        view = self.view
+        return (f"<b>query</b> clip {view.clip_index} ({view.query_modality})<br>class "
+                f"<b>{html.escape(self.class_names[view.label])}</b><br>step {view.step}, "
+                f"{html.escape(run_label(self.run_dirs[self.run_picker.value]))}<br>positive: sim "
+                f"{view.positive_similarity:.3f}, weight {view.positive_weight:.3f}<br>{view.num_negatives} negatives, "
+                f"{100 * view.same_class_share:.0f}% of its class")
+
+    def _negative_text(self, n: RankedNegative) -> str:
+        return (f"#{n.rank} clip {n.clip_index}<br>class <b>{html.escape(self.class_names[n.label])}</b>"
+                f"{' (same class)' if n.same_class else ''}<br>sim {n.similarity:.3f}, weight {n.weight:.4f}<br>"
+                f"age {n.age} step{'' if n.age == 1 else 's'}")
+
+    # -- without a kernel -------------------------------------------------------------------
+    def static_view(self):
+        """:meth:`static_html` as an output of its own (``display(inspector.static_view())``).
+
+        Not part of the widget's own display: an executed notebook stores the widget's state
+        (papermill does), and nbconvert's HTML export then draws the widget, not its ``text/html``
+        fallback, from a script that needs the network, which leaves a blank area.  A separate
+        output is shown by every reader."""
+        from IPython.display import HTML
+
+        return HTML(self.static_html())
+
+    def static_html(self) -> str:
+        """The query shown now and its listed negatives as self-contained HTML: the same texts, frames
+        and spectrograms as the widget (JPEG images inline, ~15 kB a clip at 64 px once base64-encoded),
+        same-class negatives in red; no audio (the players would add ~130 kB a clip).  Preceded by
+        :data:`LIVE_KERNEL_NOTE`."""
+        def row(clip: int, text: str, highlight: bool = False) -> str:
+            colour = SAME_CLASS_COLOUR if highlight else "#222"
+            images = "".join(f"<img class='avlib-{kind}' alt='{kind} of clip {clip}' style='height:64px;{extra}' "
+                             f"src='data:image/jpeg;base64,{base64.b64encode(jpeg_bytes(image)).decode()}'>"
+                             for kind, image, extra in zip(("frames", "spectrogram"), self.clip_images(clip),
+                                                           ("", "width:160px;")))
+            return (f"<div class='avlib-static-row' data-clip='{clip}' style='display:flex;gap:8px;align-items:center;"
+                    f"margin:4px 0'><div style='width:230px;font-size:12px;color:{colour}'>{text}</div>{images}</div>")
+
+        view = self.view
+        filter_name = dict((value, label) for label, value in self.class_picker.options)[self.class_picker.value]
+        negatives = "".join(row(n.clip_index, self._negative_text(n), n.same_class) for n in view.negatives)
+        return (f"<div class='avlib-inspector-static'>"
+                f"<p style='border-left:4px solid #e67e22;padding:4px 8px;background:#fdf2e9'>{html.escape(LIVE_KERNEL_NOTE)} "
+                f"Below: a static rendering of the query it showed (sampler "
+                f"<b>{html.escape(run_label(self.run_dirs[self.run_picker.value]))}</b>, step {view.step}, negatives: "
+                f"{html.escape(filter_name)}, top {self.top_k_picker.value}).</p>"
+                f"{row(view.clip_index, self._query_text())}<b>top negatives</b>"
+                f"{negatives or f'<p><i>{NO_MATCH}</i></p>'}</div>")
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget's own bundle, whose fallbacks (``text/html``, ``text/plain``: what a reader without
+        the kernel's widget state shows in its place, e.g. nbconvert's HTML export of a notebook saved
+        from JupyterLab) say that it needs a live kernel.  A live front end draws the widget: its mime
+        type ranks first."""
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        bundle["text/html"] = (f"<p class='avlib-inspector-note' style='border-left:4px solid #e67e22;padding:4px 8px;"
+                               f"background:#fdf2e9'>{html.escape(LIVE_KERNEL_NOTE)}</p>")
+        bundle["text/plain"] = (f"{LIVE_KERNEL_NOTE} Query clip {self.view.clip_index} at step {self.view.step}; "
+                                f"listed negatives (clip indices): {self.shown()}")
+        return bundle

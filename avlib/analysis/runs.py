@@ -7,6 +7,7 @@ contract (``config.json``, ``metrics.csv``, ``summary.json``, ``checkpoints/last
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 from pathlib import Path
@@ -26,6 +27,51 @@ def _require_run(run_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run folder (no config.json); "
                                 "pass folders written by notebooks/02_pretrain.ipynb")
     return run_dir
+
+
+#: what ``make pretrain`` writes a run folder with; the errors below name it
+TRAIN_FIRST = "train one first with `make pretrain` (notebooks/02_pretrain.ipynb)"
+
+
+def is_pattern(path: str | Path) -> bool:
+    """Whether ``path`` is a glob pattern (``runs/*``) rather than one folder."""
+    return any(character in str(path) for character in "*?[")
+
+
+def _matching_runs(pattern: str | Path, parameter: str, marker: str) -> list[Path]:
+    """The folders ``pattern`` matches that hold ``marker`` (``config.json`` for a run folder), by name."""
+    matches = sorted(Path(p) for p in glob.glob(str(pattern)) if (Path(p) / marker).is_file())
+    if not matches:
+        held = "run folder (a folder with config.json)" if marker == "config.json" else f"finished run folder (one with {marker})"
+        raise FileNotFoundError(f"parameter {parameter}: {str(pattern)!r} matches no {held} in {Path.cwd()}; "
+                                f"{TRAIN_FIRST}, or name run folders")
+    return matches
+
+
+def find_run_dirs(run_dirs, parameter: str = "run_dirs") -> list[Path]:
+    """The run folders ``run_dirs`` names: each entry a folder, or a glob pattern standing for every run
+    folder (a folder with ``config.json``) it matches, in name order; a folder named twice counts once.
+
+    ``runs/*`` (notebook 03's default) is every run folder directly under ``runs/``: what ``make
+    pretrain`` writes (``runs/active``, ``runs/random``, ...), not the study's runs, which lie one level
+    deeper (``runs/study/<condition>/<run>``) and are compared per condition by the study itself.  A
+    pattern that matches no run folder is an error saying to train one first.
+    """
+    found: list[Path] = []
+    for entry in run_dirs:
+        for run_dir in _matching_runs(entry, parameter, "config.json") if is_pattern(entry) else [Path(entry)]:
+            if run_dir not in found:
+                found.append(run_dir)
+    return found
+
+
+def newest_finished_run(run_dir: str | Path, parameter: str = "run_dir") -> Path:
+    """``run_dir`` itself, or for a glob pattern the matching run folder that finished last (the newest
+    ``summary.json``): notebook 04's default ``runs/*`` evaluates the run ``make pretrain`` just wrote."""
+    if not is_pattern(run_dir):
+        return Path(run_dir)
+    return max(_matching_runs(run_dir, parameter, "summary.json"),
+               key=lambda folder: ((folder / "summary.json").stat().st_mtime_ns, str(folder)))
 
 
 def read_config(run_dir: str | Path) -> PretrainConfig:

@@ -21,10 +21,19 @@ VIDEO_STD = torch.tensor([0.225, 0.225, 0.225]).view(3, 1, 1, 1)
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """Run the block with torch's CPU RNG seeded to ``seed``; restore the outer state afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """Run the block with torch's CPU RNG seeded to ``seed``; restore the outer state afterwards.
+
+    Seeds ``torch.default_generator`` alone, the generator every CPU draw uses (the same stream as
+    ``torch.manual_seed(seed)`` gives it): ``torch.manual_seed`` also queues a lazy seeding of every
+    uninitialised accelerator, recording a formatted Python stack each time, 0.15 ms of a 6-ms window
+    in a DataLoader worker (``tests/test_stream.py`` checks the draws are unchanged)."""
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
         yield
+    finally:
+        generator.set_state(state)
 
 
 #: RGB -> YIQ (NTSC): Y is luma, (I, Q) the chroma plane whose angle is the hue
@@ -55,6 +64,20 @@ class YIQHue(torch.nn.Module):
         return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+#: ``PretrainConfig.video_augment`` -> (crop scale range, brightness/contrast/saturation jitter, hue jitter,
+#: probability the colour jitter is applied, probability of grey).  "light": the project's training
+#: augmentation since the start (mild crop and colour changes).  "strong": SimCLR's (Chen et al. 2020,
+#: App. A: colour jitter 0.8/0.8/0.8/0.2 applied with p 0.8, grey with p 0.2, crops of a wider range of
+#: scales; 0.3 rather than 0.08 as the smallest share, so that a small object is not cropped out of a
+#: 48-px window).  Why: two windows of one clip share its colours and framing; under "light" they can
+#: be matched by those alone, and an instance-discrimination term then has no reason to learn shape
+#: (``reports/objectives.md``).
+VIDEO_AUGMENTS = {
+    "light": ((0.6, 1.0), 0.4, 0.1, 1.0, 0.0),
+    "strong": ((0.3, 1.0), 0.8, 0.2, 0.8, 0.2),
+}
+
+
 class VideoTransform:
     """uint8 frames (T, H, W, 3) -> normalised float (3, T, crop, crop).
 
@@ -62,19 +85,26 @@ class VideoTransform:
     every frame of the clip (v2 treats the leading T dimension as a batch sharing one draw), so
     motion is preserved.  Evaluation: the whole frame resized to crop x crop.  ``hue_space``: "hsv"
     (torchvision's ColorJitter hue, the default) or "yiq" (:class:`YIQHue`, after brightness, contrast
-    and saturation, 5x cheaper).
+    and saturation, 5x cheaper).  ``augment`` picks the strength (:data:`VIDEO_AUGMENTS`): "light" (the
+    default) or "strong", SimCLR's recipe (Chen et al. 2020, Sec. 3 and App. A) for views that must not
+    be told apart by colour or framing alone.
     """
 
-    def __init__(self, crop_size: int, train: bool, hue_space: str = "hsv"):
+    def __init__(self, crop_size: int, train: bool, hue_space: str = "hsv", augment: str = "light"):
         if hue_space not in HUE_SPACES:
             raise ValueError(f"parameter hue_space={hue_space!r} is not valid; valid choices: {list(HUE_SPACES)}")
+        if augment not in VIDEO_AUGMENTS:
+            raise ValueError(f"parameter video_augment={augment!r} is not valid; valid choices: {list(VIDEO_AUGMENTS)}")
         if train:
-            jitter = ([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)] if hue_space == "hsv"
-                      else [v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4), YIQHue(0.1)])
+            scale, colour, hue, jitter_p, grey_p = VIDEO_AUGMENTS[augment]
+            jitter = ([v2.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=hue)]
+                      if hue_space == "hsv"
+                      else [v2.ColorJitter(brightness=colour, contrast=colour, saturation=colour), YIQHue(hue)])
             self.transform = v2.Compose([
-                v2.RandomResizedCrop(crop_size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+                v2.RandomResizedCrop(crop_size, scale=scale, ratio=(0.8, 1.25), antialias=True),
                 v2.RandomHorizontalFlip(),
-                *jitter,
+                *([v2.RandomApply(jitter, p=jitter_p)] if jitter_p < 1 else jitter),
+                *([v2.RandomGrayscale(p=grey_p)] if grey_p > 0 else []),
             ])
         else:
             self.transform = v2.Resize((crop_size, crop_size), antialias=True)

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from avlib.config import EMBEDDED_DATASET
 from avlib.data.augment import AudioTransform, VideoTransform, seeded
 from avlib.data.cache import DecodedCache
 from avlib.data.decode import DecodeError
-from avlib.data.manifest import ManifestError, load_manifest, skip_reasons, skipped_rows_explanation, validate_manifest
+from avlib.data.manifest import (load_manifest, no_rows_left, skip_reasons, skipped_rows_explanation,
+                                 validate_manifest)
 from avlib.data.synthetic import SyntheticSpec, data_home, default_root, generate
 
 
@@ -79,7 +80,7 @@ def open_dataset(cfg, *, progress: bool = True) -> DecodedCache:
     manifest, report = validate_manifest(manifest, min_duration_s=shortest, on_error=cfg.on_bad_clip,
                                          verbose=False, length_parameter=parameter)
     if len(manifest) == 0:
-        raise ManifestError(skipped_rows_explanation(report_source, report, shortest, parameter))
+        raise no_rows_left(report_source, report, shortest, parameter)
     if 2 * len(report.problems) > rows:
         print("warning: " + skipped_rows_explanation(report_source, report, shortest, parameter))
     any_short = any(d is not None and shortest - 1e-6 <= d < cfg.clip_seconds - 1e-6 for d in report.durations)
@@ -183,7 +184,8 @@ class AVWindows(Dataset):
         self.sample_counts = np.asarray(cache.sample_counts)
         self.total_frames = int(self.frame_counts.max()) if len(self.frame_counts) else 0
         assert self.window_frames <= self.total_frames or not len(self.indices), "window longer than the clips"
-        self.video_transform = VideoTransform(cfg.crop_size, train, getattr(cfg, "hue_space", "hsv"))
+        self.video_transform = VideoTransform(cfg.crop_size, train, getattr(cfg, "hue_space", "hsv"),
+                                              getattr(cfg, "video_augment", "light"))
         self.audio_transform = AudioTransform(cfg.sample_rate, cfg.n_mels, train)
         # the intra-modal objective's second window (configs without an objective, e.g. the data notebook's, train none)
         self.second_window = train and getattr(cfg, "objective", "cross") != "cross"
@@ -310,15 +312,25 @@ class StepBatches(torch.utils.data.Sampler):
             yield self.batch(step)[self.rows] + extra
 
 
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(tensors)``; inside a DataLoader worker, stacked straight into shared memory.
+
+    Why: a worker's batch reaches the main process through shared memory; a batch stacked into
+    ordinary memory is copied once more when it is sent (``share_memory_``): stacking then sending
+    cost 1.2 ms CPU per decode-only 128-px window (a 5.4-ms decode), stacking into shared memory
+    0.8 ms, most of it the kernel providing fresh shared pages (``bench/bench_data.py --only stages``)."""
+    return default_collate(tensors)  # a list of tensors: torch.stack, into shared memory in a worker
+
+
 def collate(items: list[dict]) -> dict:
     return {
-        "video": torch.stack([it["video"] for it in items]),  # (B, 3, T, crop, crop)
-        "audio": torch.stack([it["audio"] for it in items]),  # (B, 1, n_mels, frames)
+        "video": _stack([it["video"] for it in items]),  # (B, 3, T, crop, crop)
+        "audio": _stack([it["audio"] for it in items]),  # (B, 1, n_mels, frames)
         "clip_index": torch.tensor([it["clip_index"] for it in items], dtype=torch.long),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "window_start_s": torch.tensor([it.get("window_start_s", 0.0) for it in items], dtype=torch.float64),
         "failed": [failure for it in items for failure in it.get("failed", ())],  # (where, reason) left out
-        **({"video2": torch.stack([it["video2"] for it in items]),  # (B, 3, T, crop, crop) second windows
-            "audio2": torch.stack([it["audio2"] for it in items])}  # (B, 1, n_mels, frames)
+        **({"video2": _stack([it["video2"] for it in items]),  # (B, 3, T, crop, crop) second windows
+            "audio2": _stack([it["audio2"] for it in items])}  # (B, 1, n_mels, frames)
            if items and "video2" in items[0] else {}),
     }

@@ -29,7 +29,7 @@ import numpy as np
 
 from avlib.data.decode import DecodeError, probe_media
 
-__all__ = ["ManifestError", "Manifest", "ValidationReport", "load_manifest", "validate_manifest",
+__all__ = ["ManifestError", "Manifest", "ValidationReport", "load_manifest", "validate_manifest", "no_rows_left",
            "REQUIRED_COLUMNS", "VALID_SPLITS"]
 
 REQUIRED_COLUMNS = ("path", "label", "split")
@@ -37,7 +37,14 @@ VALID_SPLITS = ("train", "val", "test")
 
 
 class ManifestError(ValueError):
-    """A manifest (or a row's media) is unusable; the message names the file, row and problem."""
+    """A manifest (or a row's media) is unusable; the message names the file, row and problem.
+
+    ``skipped_rows``: (row, resolved path, reason) of every row left out, when the error is that none
+    is left (:func:`no_rows_left`); a run writes them to its ``skipped_clips.csv`` before it stops."""
+
+    def __init__(self, message: str, skipped_rows=()):
+        super().__init__(message)
+        self.skipped_rows = sorted(skipped_rows)
 
 
 @dataclass
@@ -212,6 +219,27 @@ def skip_reasons(problems: list[tuple[int, str, str]]) -> str:
     return " (" + ", ".join(f"{v}x {k}" for k, v in sorted(reasons.items())) + ")"
 
 
+#: rows named in a message about skipped rows; the rest are counted (all of them are in skipped_clips.csv)
+NAMED_ROWS = 5
+
+
+def name_rows(problems: list[tuple[int, str, str]], first: int = NAMED_ROWS) -> str:
+    """``row 1 (line 2) /data/a.mp4: file not found; ...; and 37 more``: the first ``first`` rows of
+    (row, path, reason), each with its resolved path and reason, and the count of the others."""
+    ordered = sorted(problems)
+    text = "; ".join(f"row {n} (line {n + 1}) {path}: {why}" for n, path, why in ordered[:first])
+    if len(ordered) > first:
+        text += f"; and {len(ordered) - first} more"
+    return text
+
+
+def no_rows_left(source, report: "ValidationReport", min_duration_s: float, length_parameter: str) -> ManifestError:
+    """The error for a manifest whose every row was skipped: :func:`skipped_rows_explanation` (which names
+    the first rows, their paths and reasons), with all the rows attached for ``skipped_clips.csv``."""
+    return ManifestError(skipped_rows_explanation(source, report, min_duration_s, length_parameter),
+                         skipped_rows=report.problems)
+
+
 def write_skipped_rows(problems: list[tuple[int, str, str]], path: Path) -> None:
     """The rows left out, one per line (manifest row number, media path, reason), as CSV."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,4 +354,6 @@ def skipped_rows_explanation(source, report: ValidationReport, min_duration_s: f
     if any(why.startswith("too short") for _, _, why in report.problems):
         text += (f"; rows must last at least {min_duration_s:g}s: lower parameter "
                  f"{length_parameter} (or supply longer clips)")
+    if report.problems:
+        text += f". Skipped: {name_rows(report.problems)}"
     return text

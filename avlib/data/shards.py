@@ -68,7 +68,7 @@ import numpy as np
 
 from avlib.data.cache import _pool_context
 from avlib.data.manifest import (VALID_SPLITS, Manifest, ManifestError, ValidationReport, load_manifest,
-                                 skip_reasons, skipped_rows_explanation, validate_manifest)
+                                 no_rows_left, skip_reasons, skipped_rows_explanation, validate_manifest)
 
 __all__ = ["SHARD_FORMAT", "SHARD_FORMAT_VERSION", "ShardError", "write_shards", "read_index",
            "read_sample_bytes", "main", "INDEX_NAME", "REENCODE_KEYS"]
@@ -432,8 +432,8 @@ def write_shards(manifest, out_dir, *, root=None, samples_per_shard: int = 256, 
             kept.remove(i)
     parameter = "min_duration_s (--min-seconds)"
     if not kept:
-        raise ManifestError(skipped_rows_explanation(manifest.source, ValidationReport(
-            report.checked, 0, sorted(problems), report.durations), min_duration_s, parameter))
+        raise no_rows_left(manifest.source, ValidationReport(report.checked, 0, sorted(problems), report.durations),
+                           min_duration_s, parameter)
 
     labels = manifest.label_index  # (N,) int64 index into class_names
     order = []  # manifest positions in write order: per split, a seeded permutation
@@ -489,8 +489,8 @@ def write_shards(manifest, out_dir, *, root=None, samples_per_shard: int = 256, 
     if current is not None:
         writers[current].close()
     if not samples:
-        raise ManifestError(skipped_rows_explanation(manifest.source, ValidationReport(
-            report.checked, 0, sorted(problems), report.durations), min_duration_s, parameter))
+        raise no_rows_left(manifest.source, ValidationReport(report.checked, 0, sorted(problems), report.durations),
+                           min_duration_s, parameter)
 
     problems.sort()
     rows = len(manifest)

@@ -37,7 +37,7 @@ from avlib.config import EMBEDDED_DATASET, ConfigError
 from avlib.data.dataset import (SAMPLE_STREAM, SHARD_STREAM, collate, derive_seed, open_dataset, resolve_manifest,
                                 shortest_clip_seconds, warn_small_classes)
 from avlib.data.decode import DecodeError
-from avlib.data.manifest import (Manifest, ManifestError, load_manifest, skip_reasons, skipped_rows_explanation,
+from avlib.data.manifest import (Manifest, ManifestError, load_manifest, no_rows_left, skip_reasons, skipped_rows_explanation,
                                  validate_manifest)
 
 __all__ = ["ClipTable", "StreamedClips", "ShardedClips", "ShardBatches", "SHARD_SHUFFLE_BLOCK", "DATA_SOURCES",
@@ -99,8 +99,8 @@ def open_clips(cfg, *, progress: bool = True):
         parameter = "window_s / audio_window_s"
         kept, report = validate_manifest(manifest, min_duration_s=shortest, on_error=cfg.on_bad_clip,
                                          verbose=False, length_parameter=parameter)
-        if len(kept) == 0:
-            raise ManifestError(skipped_rows_explanation(manifest.source, report, shortest, parameter))
+        if len(kept) == 0:  # the rows go with the error: the run writes them to skipped_clips.csv
+            raise no_rows_left(manifest.source, report, shortest, parameter)
         if 2 * len(report.problems) > rows:
             print("warning: " + skipped_rows_explanation(manifest.source, report, shortest, parameter))
         offered = dict(zip(manifest.row_numbers, report.durations))  # row -> seconds both streams offer

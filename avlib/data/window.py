@@ -395,7 +395,11 @@ def _torchcodec_video(src, name: str, targets: np.ndarray, frame_size: int) -> n
         batch = decoder.get_frames_played_at(seconds=asked)
     except (RuntimeError, IndexError) as exc:
         raise DecodeError(name, f"truncated or corrupt media data ({_first_line(exc)})") from exc
-    rgb = batch.data.numpy()  # (T, H, W, 3) uint8 at the source size
+    rgb = batch.data.numpy()  # (T, H, W, 3) uint8 at the source size, one frame per target (held ones repeated)
+    height, width = rgb.shape[1:3]
+    if min(height, width) == frame_size:  # no resize: the centre crop of every frame at once, no per-frame copies
+        y0, x0 = (height - frame_size) // 2, (width - frame_size) // 2
+        return np.ascontiguousarray(rgb[:, y0:y0 + frame_size, x0:x0 + frame_size])
     converted: dict[float, np.ndarray] = {}  # pts -> frame: convert each source frame once
     out = []
     for pts, frame in zip(batch.pts_seconds.tolist(), rgb):

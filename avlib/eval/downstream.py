@@ -428,7 +428,8 @@ def evaluate(settings: DownstreamConfig) -> DownstreamResults:
 
 def write_results(results: DownstreamResults) -> dict[str, Path]:
     """``results.md`` / ``results.json`` and one confusion matrix per (protocol, modality) into
-    ``run_dir/downstream/<dataset>/``, and the table into ``reports_dir``."""
+    ``run_dir/downstream/<dataset>/``, and a copy of the table into ``reports_dir`` when one is given
+    (the study's report collects them there; by default nothing is written outside the run folder)."""
     from avlib.analysis.plots import plot_confusion, save
 
     settings = results.settings
@@ -445,10 +446,11 @@ def write_results(results: DownstreamResults) -> dict[str, Path]:
                  for o in results.outcomes]
     paths["json"].write_text(json.dumps({"settings": settings.to_dict(), "classes": results.class_names,
                                          "table": results.table(), "per_split": per_split}, indent=2) + "\n")
-    reports = Path(settings.reports_dir)
-    reports.mkdir(parents=True, exist_ok=True)
-    paths["report"] = reports / f"downstream_{results.dataset}_{run_name}.md"
-    paths["report"].write_text(text)
+    if settings.reports_dir is not None:
+        reports = Path(settings.reports_dir)
+        reports.mkdir(parents=True, exist_ok=True)
+        paths["report"] = reports / f"downstream_{results.dataset}_{run_name}.md"
+        paths["report"].write_text(text)
     import matplotlib.pyplot as plt
 
     for protocol, modality in sorted({(o.protocol, o.modality) for o in results.outcomes if o.encoder == PRETRAINED}):

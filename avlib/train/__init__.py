@@ -1,7 +1,7 @@
 """Pretraining: the loop, checkpoints and run folders; data-parallel training under torchrun.
 
-Floors, each importing only those below it: ``run_folder`` (files of a run), ``distributed`` and
-``snapshots`` (helpers), ``loop`` (one process's training, stage by stage), ``launch`` (the entry
+Floors, each importing only those below it: ``run_folder`` (files of a run), ``distributed``,
+``snapshots`` and ``console`` (helpers; ``console``: what a run prints), ``loop`` (one process's training, stage by stage), ``launch`` (the entry
 point: in this process or under torchrun, and the command line).
 """
 

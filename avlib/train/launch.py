@@ -25,6 +25,7 @@ from typing import Any
 
 from avlib.config import ConfigError, PretrainConfig
 from avlib.train import distributed
+from avlib.train.console import run_report
 from avlib.train.loop import Interrupted, check_names, train
 from avlib.train.run_folder import RunFolderLock
 
@@ -118,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if speaks:
             print(str(stopped), file=sys.stderr)
         return 128 + stopped.signum
-    if speaks and summary.get("probe"):
-        probe, baseline = summary["probe"], summary["probe_random_init"]
-        print(json.dumps({modality: {"linear": probe[modality]["linear"],
-                                     "linear_random_init": baseline[modality]["linear"]}
-                          for modality in ("video", "audio")}))
+    launched = cfg.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ  # torchrun's rank 0 printed it
+    if speaks and not launched:  # what the notebook's last cell prints too: the probe table and the run folder
+        print(run_report(summary, cfg.run_dir), flush=True)
     return 0

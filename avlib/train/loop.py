@@ -42,7 +42,7 @@ from avlib.config import ConfigError, PretrainConfig, choose
 from avlib.data.cache import DecodedCache
 from avlib.data.dataset import (SAMPLER_STREAM, SHUFFLE_STREAM, AVWindows, StepBatches, collate, derive_seed,
                                 stratified_subset)
-from avlib.data.manifest import skip_reasons, write_skipped_rows
+from avlib.data.manifest import ManifestError, skip_reasons, write_skipped_rows
 from avlib.data.sources import ShardBatches, open_clips
 from avlib.eval.probe import KnnMonitor, clip_correctness, run_probes
 from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
@@ -51,6 +51,7 @@ from avlib.losses.intra import objective_loss
 from avlib.samplers import SAMPLERS, Sampler, StepBatch, build_sampler, clip_facts
 from avlib.samplers.intra import IntraDictionaries, needs_second_window
 from avlib.train import distributed
+from avlib.train.console import ProgressLines, duration_text
 from avlib.train.run_folder import (MetricsLog, has_checkpoint, load_checkpoint, prepare_run_folder,
                                     read_metrics, read_random_init_probes, save_checkpoint_file,
                                     write_json_atomic, write_random_init_probes)
@@ -121,6 +122,13 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
+def say(cfg: PretrainConfig, world: distributed.World, text: str) -> None:
+    """A stage of the run on stdout (rank 0, with ``progress``): the terminal of ``make pretrain`` is never
+    silent for minutes (data generation, probes), and the notebook keeps the same lines."""
+    if cfg.progress and world.is_main:
+        print(text, flush=True)
+
+
 # ----------------------------------------------------------------------------- set-up
 
 
@@ -163,10 +171,19 @@ def check_world(cfg: PretrainConfig, world: distributed.World) -> int:
 
 def load_training_data(cfg: PretrainConfig, world: distributed.World):
     """The clips (rank 0 builds the cache or validates the manifest, the others wait and open it; see
-    :func:`avlib.data.sources.open_clips`) and the training clips."""
+    :func:`avlib.data.sources.open_clips`) and the training clips.  A manifest whose every row is skipped
+    stops the run with its rows in ``skipped_clips.csv`` all the same (the message says where)."""
     if world.is_main:
-        cache = open_clips(cfg, progress=cfg.progress)
-        write_skipped_rows(cache.skipped_rows, Path(cfg.run_dir) / "skipped_clips.csv")
+        skipped_path = Path(cfg.run_dir) / "skipped_clips.csv"
+        try:
+            cache = open_clips(cfg, progress=cfg.progress)
+        except ManifestError as error:
+            if not error.skipped_rows:
+                raise
+            write_skipped_rows(error.skipped_rows, skipped_path)
+            raise ManifestError(f"{error}. All {len(error.skipped_rows)} skipped rows with their reasons: "
+                                f"{skipped_path.resolve()}", skipped_rows=error.skipped_rows) from None
+        write_skipped_rows(cache.skipped_rows, skipped_path)
     distributed.barrier(world)
     if not world.is_main:
         cache = open_clips(cfg, progress=False)
@@ -369,7 +386,7 @@ def update_dictionaries(t: Training, global_batch: StepBatch, recorder: Dictiona
 
 class RunRecords:
     """What rank 0 keeps of the steps: ``metrics.csv``, the dictionary recorder, the online kNN
-    monitor, TensorBoard and the progress bar."""
+    monitor, TensorBoard and the progress lines on stdout (:class:`avlib.train.console.ProgressLines`)."""
 
     def __init__(self, t: Training, cache: DecodedCache, start_step: int):
         cfg, run_dir = t.cfg, Path(t.cfg.run_dir)
@@ -379,8 +396,8 @@ class RunRecords:
         self.monitor_every = t.steps_per_epoch if cfg.monitor_every == -1 else cfg.monitor_every
         self.tensorboard = TensorBoardLog(run_dir, start_step, list(cache.class_names), cache.labels,
                                           cache.clip_ids) if cfg.tensorboard else None
-        self.progress = _progress_bar(cfg, start_step, t.total_steps)
-        self.postfix: dict[str, str] = {}
+        self.progress = (ProgressLines(f"pretrain[{cfg.sampler}]", start_step, t.total_steps)
+                         if cfg.progress else None)
         # warns once when the loss has not fallen below a uniform guess (rows kept by a resumed run replayed)
         self.learning_signal = LearningSignalMonitor(cfg.objective, t.steps_per_epoch, t.total_steps,
                                                      read_metrics(run_dir) if start_step else [])
@@ -393,7 +410,6 @@ class RunRecords:
             return {"knn_video": math.nan, "knn_audio": math.nan, "monitor_s": math.nan}
         started = time.perf_counter()
         accuracies = self.monitor(t.model)
-        self.postfix.update({name: f"{value:.2f}" for name, value in accuracies.items()})
         return {**accuracies, "monitor_s": time.perf_counter() - started}
 
     def write(self, row: dict) -> None:
@@ -404,15 +420,12 @@ class RunRecords:
             if self.recorder.snapshot_due(row["step"]):
                 self.tensorboard.dictionaries(row["step"])
         if self.progress is not None:
-            self.progress.update(1)
-            self.progress.set_postfix(loss=f"{row['loss']:.3f}", top1=f"{row.get('top1', 0):.2f}", **self.postfix)
+            self.progress.step(row)
 
     def close(self) -> None:
         self.metrics.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
-        if self.progress is not None:
-            self.progress.close()
 
 
 # ----------------------------------------------------------------------------- the run
@@ -426,24 +439,32 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
     resuming = cfg.resume and has_checkpoint(cfg.run_dir)
     if world.is_main:  # rank 0 owns the run folder; the others wait for it (and for the dataset)
         resuming = prepare_run_folder(cfg)
+    say(cfg, world, f"data: opening {cfg.dataset!r} (a new dataset is generated or decoded once, then cached)")
     cache, train_indices = load_training_data(cfg, world)
     t = build_training(cfg, world, device, cache, train_indices, key_groups)
 
     # The baseline: the very same encoders before any training (computed again if the folder's was
     # computed with other parameters).
     if cfg.probe and world.is_main and read_random_init_probes(cfg.run_dir, cfg) is None:
+        probe_started = time.perf_counter()
+        say(cfg, world, "probes: the random-init baseline (the encoders before training)")
         write_random_init_probes(cfg.run_dir, cfg, run_probes(t.model, cache, cfg, device=device))
+        say(cfg, world, f"probes: random-init baseline done in {duration_text(time.perf_counter() - probe_started)}")
     distributed.barrier(world)
 
     start_step, previous_wall_s = restore(t) if resuming else (0, 0.0)
     if resuming and world.is_main:
         print(f"resuming {cfg.run_dir} at step {start_step} of {t.total_steps}", flush=True)
+    say(cfg, world, f"training: {t.total_steps} steps ({t.steps_per_epoch} per epoch, global batch {cfg.batch_size}, "
+                    f"sampler {cfg.sampler}, {world.size} process(es) on {device}); a line every "
+                    f"~5% of the steps or 30 s")
     with PeakTreeRSS() as memory:  # this process and its loader workers, while they train
         run_steps(t, cache, train_indices, start_step, lambda: previous_wall_s + time.perf_counter() - run_started)
     train_wall_s = previous_wall_s + time.perf_counter() - run_started
     if not world.is_main:
         distributed.barrier(world)  # rank 0 probes and writes the summary
         return json.loads((Path(cfg.run_dir) / "summary.json").read_text())
+    say(cfg, world, "probes: the trained encoders" if cfg.probe else "training done")
     summary = summarise(t, cache, train_indices, peak_rss_mb=memory.peak_mb)
     export_encoders(t.model, cfg, Path(cfg.run_dir) / ENCODERS_FILE)  # plain state dicts to take away
     if cfg.tensorboard:
@@ -641,10 +662,3 @@ def _single_threaded_worker(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-
-def _progress_bar(cfg: PretrainConfig, start_step: int, total_steps: int):
-    if not cfg.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total_steps, initial=start_step, desc=f"pretrain[{cfg.sampler}]", unit="step")
