@@ -22,45 +22,22 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from avlib.localhost import CHROMIUM, CHROMIUM_ARGS, answer_when_up, free_port, open_notebook_in_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # the main job's configuration shrunk (tests/test_learning_signal.py: it learns, learning_signal ~0.64): 4 classes x
 # 24 clips at 32 px, batch 16, 32-key dictionaries, 45 epochs = 135 steps; the charts show a run that learns
 TINY = dict(num_classes=4, clips_per_class=24, clip_seconds=2.0, fps=8, frame_size=32, crop_size=24,
             sample_rate=8000, n_mels=32, window_s=1.0, audio_window_s=1.0, batch_size=16, dictionary_size=32,
             checkpoint_every=50, num_workers=0, progress=False, warmup_steps=5, monitor_every=15,
             snapshot_every=15, num_threads=1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:3]} exited with code {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 class Server:
@@ -70,7 +47,7 @@ class Server:
         self.log = log
         self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                         stderr=open(log, "w"))
-        _wait_for(ready_url, self.process, log)
+        answer_when_up(ready_url, self.process, log)
 
     def __enter__(self):
         return self
@@ -110,7 +87,7 @@ def _settle(page, seconds: float = 2.0) -> None:
 
 
 def tensorboard_screenshots(browser, work: Path) -> list[Path]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(work / "runs"), "--port", str(port),
                "--host", "127.0.0.1"]
     shots = []
@@ -173,7 +150,7 @@ def notebook_screenshots(browser, work: Path, run_dirs: list[Path]) -> list[Path
         (settings / "@jupyterlab" / extension / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
            "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces")}
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                f"--ServerApp.token={token}", f"--ServerApp.root_dir={lab_root}", "--ServerApp.open_browser=False",
                "--LabApp.expose_app_in_browser=True", "--allow-root"]
@@ -181,14 +158,8 @@ def notebook_screenshots(browser, work: Path, run_dirs: list[Path]) -> list[Path
     with Server(command, f"http://127.0.0.1:{port}/api/status?token={token}", work / "lab.log", cwd=lab_root, env=env):
         page = browser.new_page()
         page.set_viewport_size({"width": 1500, "height": 1200})
-        page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/03_negative_diversity.ipynb?token={token}")
-        page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
-                               timeout=120_000)
-        page.wait_for_function("""() => {
-            const widget = window.jupyterapp.shell.currentWidget;
-            return widget && widget.sessionContext && widget.sessionContext.session
-                && widget.sessionContext.session.kernel && widget.sessionContext.session.kernel.status === 'idle';
-        }""", timeout=120_000)
+        open_notebook_in_lab(page, f"http://127.0.0.1:{port}/lab/tree/notebooks/03_negative_diversity.ipynb?token={token}",
+                             timeout_ms=120_000)
         started = time.perf_counter()
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_function("""() => {  // every code cell has run and the kernel is idle again

@@ -13,44 +13,19 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import papermill
 import pytest
 
+from avlib.localhost import CHROMIUM, CHROMIUM_ARGS, answer_when_up, free_port, open_notebook_in_lab
 from system import needs_system
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = needs_system(CHROMIUM, "apt-get install chromium fonts-dejavu-core")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with code {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"JupyterLab did not answer {url} within {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
@@ -71,7 +46,7 @@ def lab(tmp_path):
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))  # no news prompt over the page
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     process = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True",
@@ -79,7 +54,7 @@ def lab(tmp_path):
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"),
     )
     try:
-        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process, tmp_path / "lab.log")
+        answer_when_up(f"http://127.0.0.1:{port}/api/status?token={token}", process, tmp_path / "lab.log", timeout_s=90)
         yield {"url": f"http://127.0.0.1:{port}/lab/tree/03_negative_diversity.ipynb?token={token}",
                "run_dirs": run_dirs, "log": tmp_path / "lab.log"}
     finally:
@@ -113,14 +88,7 @@ def test_inspector_runs_in_jupyterlab_and_follows_the_query(lab, tmp_path):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1400})
-            page.goto(lab["url"])
-            page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
-                                   timeout=90_000)
-            page.wait_for_function("""() => {
-                const widget = window.jupyterapp.shell.currentWidget;
-                return widget && widget.sessionContext && widget.sessionContext.session
-                    && widget.sessionContext.session.kernel && widget.sessionContext.session.kernel.status === 'idle';
-            }""", timeout=90_000)
+            open_notebook_in_lab(page, lab["url"], timeout_ms=90_000)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_selector(".avlib-negatives img", timeout=180_000)
             page.wait_for_function("() => /#1 clip/.test(document.querySelector('.avlib-negatives').innerText)",

@@ -15,16 +15,14 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from avlib.localhost import answer_when_up, free_port
 from tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,30 +137,16 @@ def test_notebooks_01_and_04_with_their_defaults_write_nothing_tracked(first_hou
     assert git_status(clone) == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _lab_listing(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> list[str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"make lab exited with code {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return [item["name"] for item in json.load(response)["content"]]
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"make lab did not answer {url} within {timeout_s} s:\n{log.read_text()[-3000:]}")
+def _lab_listing(url: str, process: subprocess.Popen, log: Path) -> list[str]:
+    """The names JupyterLab's contents API lists at ``url``, once the server answers."""
+    return answer_when_up(url, process, log, read=lambda response: [item["name"] for item in json.load(response)["content"]])
 
 
 def test_make_lab_serves_the_repository_root_and_starts_as_root(clone, tmp_path):
     """The issue: ``make lab`` served ``notebooks/`` (``runs/`` out of reach) and, as root, JupyterLab
     refused to start without ``--allow-root``."""
     (clone / "runs" / "active").mkdir(parents=True, exist_ok=True)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**environment(clone), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
     log = tmp_path / "lab.log"
@@ -182,7 +166,7 @@ def test_make_lab_serves_the_repository_root_and_starts_as_root(clone, tmp_path)
     assert {"notebooks", "runs", "avlib", "Makefile"} <= set(top), top
     assert "03_negative_diversity.ipynb" in inside
     if os.getuid() == 0:  # control: the same server without --allow-root refuses to start
-        refused = subprocess.run([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={_free_port()}"],
+        refused = subprocess.run([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={free_port()}"],
                                  cwd=clone, env=env, capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0 and "--allow-root" in refused.stdout + refused.stderr
     assert git_status(clone) == ""
