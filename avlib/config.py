@@ -279,6 +279,9 @@ class PretrainConfig(_Config):
     # training video augmentation (avlib.data.augment.VIDEO_AUGMENTS): "light" (mild crop and colour jitter) or
     # "strong" (SimCLR's: wider crop scales, colour jitter 0.8 with p 0.8, grey with p 0.2)
     video_augment: str = "light"
+    # video input normalisation (avlib.data.augment.VIDEO_NORMALIZATIONS): "dataset" (one mean and std for every
+    # clip) or "frame" (each frame and channel standardised over its pixels: a clip's colour and brightness gone)
+    video_normalize: str = "dataset"
     n_mels: int = 64
     on_bad_clip: str = "skip"  # "skip" (report and drop the row) or "raise"
     min_clips_per_class: int = 2  # a class with fewer training clips is warned about (a misspelt label?)
@@ -377,6 +380,7 @@ class PretrainConfig(_Config):
         _check_choice("decoder", self.decoder, {"auto", "torchcodec", "pyav"})
         _check_choice("hue_space", self.hue_space, {"hsv", "yiq"})
         _check_choice("video_augment", self.video_augment, {"light", "strong"})
+        _check_choice("video_normalize", self.video_normalize, {"dataset", "frame"})
         _check_choice("active_candidates", self.active_candidates, {"batch", "fresh", "bank", "backlog", "official"})
         _check_choice("objective", self.objective, set(OBJECTIVES))
         _check_positive("intra_weight", self.intra_weight)

@@ -13,6 +13,9 @@ and called again to fill in what is missing.
     # spoken digits: generated once into --data (needs espeak-ng), then 3 objectives x 3 seeds
     python bench/objectives.py --kind digits --data /tmp/avdigits40 --clips_per_class 40 --seconds 2 \\
         --runs /tmp/objectives/digits --out reports/objectives_digits.json
+    # the same over a plain background (issue 33's user's data: digit scans over a plain background)
+    python bench/objectives.py --kind digits --background plain --data /tmp/avdigits_plain \\
+        --runs /tmp/objectives/digits_plain --out reports/objectives_digits_plain.json
     # the embedded dataset (the main job's data), joint against cross
     python bench/objectives.py --kind embedded --objectives cross joint --runs /tmp/objectives/embedded \\
         --out reports/objectives_embedded.json
@@ -40,14 +43,15 @@ from avlib.train import pretrain  # noqa: E402
 PROBES = [(modality, kind) for modality in ("video", "audio") for kind in ("linear", "knn")]
 
 
-def digits_manifest(data: Path, clips_per_class: int, seconds: float) -> Path:
-    """``data/manifest.csv`` of ``real_media.py --kind digits`` (generated when absent)."""
+def digits_manifest(data: Path, clips_per_class: int, seconds: float, background: str = "photo") -> Path:
+    """``data/manifest.csv`` of ``real_media.py --kind digits --background <background>`` (generated when absent)."""
     manifest = data / "manifest.csv"
     if not manifest.is_file():
         from real_media import generate
 
         started = time.perf_counter()
-        generate(data, clips_per_class, seconds, fps=25, size=96, sample_rate=16000, seed=0, kind="digits")
+        generate(data, clips_per_class, seconds, fps=25, size=96, sample_rate=16000, seed=0, kind="digits",
+                 background=background)
         print(f"generated {manifest} in {time.perf_counter() - started:.0f} s", flush=True)
     return manifest
 
@@ -112,6 +116,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="digits: the dataset folder (generated when it has no manifest)")
     parser.add_argument("--clips_per_class", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--background", choices=("photo", "plain", "paper"), default="photo",
+                        help="digits: what the digit drifts over (real_media.py --background)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="another training parameter")
     args = parser.parse_args()
     extra = {}
@@ -120,13 +126,14 @@ def main() -> None:
         extra[name] = PretrainConfig.parse_value(name, text)
     if args.kind == "digits" and args.data is None:
         parser.error("--kind digits needs --data (the folder of the generated dataset)")
-    manifest = digits_manifest(args.data, args.clips_per_class, args.seconds) if args.kind == "digits" else None
+    manifest = digits_manifest(args.data, args.clips_per_class, args.seconds, args.background) if args.kind == "digits" else None
     rows = []
     for seed in args.seeds:  # seed-major: a stopped run leaves every objective at the same seeds
         for objective in args.objectives:
             rows.append(run_one(args.kind, manifest, objective, seed, args.runs, extra))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"kind": args.kind, "manifest": str(manifest) if manifest else None,
+                                            "background": args.background if manifest else None,
                                             "parameters": extra, "rows": rows}, indent=1) + "\n")
             args.out.with_suffix(".md").write_text(table(sorted(rows, key=lambda r: (r["objective"], r["seed"]))) + "\n")
     print(args.out.with_suffix(".md").read_text())

@@ -16,8 +16,22 @@ one of the 1,797 real handwritten digits shipped with scikit-learn (``load_digit
 different sample in every clip) drifting over a pan across one of scikit-learn's two real photographs,
 and heard as the digit's name spoken by ``espeak-ng`` in noise, as in AV-MNIST-style benchmarks.
 
+``--background`` picks what the digit drifts over.  ``photo`` (the default) is the pan across a
+photograph above, with an ink colour drawn uniformly at random: the ink often has about the
+photograph's colour, and with labels neither a 3-D nor a 2-D CNN reads the digit from 240-1080 clips
+(``reports/objectives.md``).  ``plain`` is what issue 33's user had (digit scans drifting over a plain
+background): one uniform colour per clip, uniform in RGB, with mild per-frame noise (std
+``PLAIN_NOISE`` per pixel and channel), and an ink whose luminance (Rec. 601) differs from it by at
+least ``MIN_CONTRAST``, lighter or darker.  ``paper`` is ``plain`` with a scan's polarity: a
+background of luminance >= 0.5 and an ink at least ``MIN_CONTRAST`` darker (colours otherwise
+random).  Glyph size, glyph path and speech are drawn exactly as for ``photo`` (the colours and noise
+come from a second generator seeded ``[seed, class, clip, 1]``), so for one seed the three
+backgrounds give the same digits on the same paths with the same words; ``photo`` output is
+byte-identical to what the script wrote before the option existed.
+
     python bench/real_media.py --out /tmp/realmedia --clips_per_class 40 --seconds 2
     python bench/real_media.py --kind digits --out /tmp/avdigits --clips_per_class 40 --seconds 2
+    python bench/real_media.py --kind digits --background plain --out /tmp/avdigits_plain --pixel_probe
 """
 from __future__ import annotations
 
@@ -115,10 +129,45 @@ def load_photos() -> list[np.ndarray]:
     return [np.asarray(image, dtype=np.float64) / 255.0 for image in load_sample_images().images]
 
 
+BACKGROUNDS = ("photo", "plain", "paper")
+MIN_CONTRAST = 0.4  # plain background: least |luminance(ink) - luminance(background)|, on a 0-1 scale
+PLAIN_NOISE = 0.03  # plain background: std of the per-frame pixel noise, on a 0-1 scale
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of RGB in [0, 1] (last axis): the brightness a grey-level reader would see."""
+    return np.asarray(rgb, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def contrasting_colours(rng: np.random.Generator, min_contrast: float = MIN_CONTRAST,
+                        dark_ink: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(background, ink), each RGB in [0, 1]: a uniformly random background colour, and an ink drawn
+    uniformly among the colours whose luminance differs from it by at least ``min_contrast`` (by
+    rejection; any background admits black or white ink when ``min_contrast`` <= 0.5).  ``dark_ink``
+    (a scan's polarity): the background is drawn among colours of luminance >= 0.5 and the ink must be
+    the darker of the two."""
+    if not 0 <= min_contrast <= 0.5:
+        raise ValueError(f"min_contrast must be in [0, 0.5] (so black or white ink always contrasts), got {min_contrast}")
+    background = rng.uniform(0, 1, size=3)
+    while dark_ink and luminance(background) < 0.5:
+        background = rng.uniform(0, 1, size=3)
+    while True:
+        ink = rng.uniform(0, 1, size=3)
+        gap = luminance(background) - luminance(ink)
+        if (gap if dark_ink else abs(gap)) >= min_contrast:
+            return background, ink
+
+
 def render_digit(digit: np.ndarray, photo: np.ndarray, rng: np.random.Generator, frames: int,
-                 size: int) -> np.ndarray:
+                 size: int, plain_colours: np.random.Generator | None = None, dark_ink: bool = False) -> np.ndarray:
     """uint8 (T, size, size, 3): a handwritten digit (random size, ink colour, straight path)
-    over a crop panning across a real photograph."""
+    over a crop panning across a real photograph.
+
+    With ``plain_colours`` (a generator), the background is instead one uniform colour with mild
+    per-frame noise and the ink contrasts with it (``contrasting_colours``), both drawn from
+    ``plain_colours`` (``dark_ink``: darker than the background, as on paper); ``rng`` is drawn from
+    exactly as with the photograph (whose pan is then unused), so glyph size and path, and whatever the
+    caller draws from ``rng`` next, do not change."""
     from PIL import Image
 
     glyph_size = int(size * rng.uniform(0.3, 0.5))
@@ -128,11 +177,16 @@ def render_digit(digit: np.ndarray, photo: np.ndarray, rng: np.random.Generator,
     h, w = photo.shape[:2]
     (py0, px0), (py1, px1) = rng.uniform(0, 1, size=(2, 2)) * [h - size, w - size]
     (gy0, gx0), (gy1, gx1) = rng.uniform(0, size - glyph_size, size=(2, 2))
+    if plain_colours is not None:
+        paper, ink = contrasting_colours(plain_colours, dark_ink=dark_ink)
     out = np.empty((frames, size, size, 3), np.uint8)
     for k in range(frames):
         a = k / max(frames - 1, 1)
-        py, px = int(py0 + a * (py1 - py0)), int(px0 + a * (px1 - px0))
-        frame = photo[py:py + size, px:px + size].copy()
+        if plain_colours is None:
+            py, px = int(py0 + a * (py1 - py0)), int(px0 + a * (px1 - px0))
+            frame = photo[py:py + size, px:px + size].copy()
+        else:
+            frame = paper + plain_colours.normal(0, PLAIN_NOISE, size=(size, size, 3))
         gy, gx = int(gy0 + a * (gy1 - gy0)), int(gx0 + a * (gx1 - gx0))
         patch = frame[gy:gy + glyph_size, gx:gx + glyph_size]
         frame[gy:gy + glyph_size, gx:gx + glyph_size] = (1 - glyph) * patch + glyph * ink
@@ -141,10 +195,15 @@ def render_digit(digit: np.ndarray, photo: np.ndarray, rng: np.random.Generator,
 
 
 def generate(out: Path, clips_per_class: int, seconds: float, fps: int, size: int, sample_rate: int,
-             seed: int, kind: str = "images") -> Path:
-    """Write ``out/clips/*.mp4`` and ``out/manifest.csv`` (60/10/30 split per class); return the manifest."""
+             seed: int, kind: str = "images", background: str = "photo") -> Path:
+    """Write ``out/clips/*.mp4`` and ``out/manifest.csv`` (60/10/30 split per class); return the manifest.
+    ``background`` (digits only): ``photo`` or ``plain`` (see the module docstring)."""
     if kind not in ("images", "digits"):
         raise SystemExit(f"--kind must be 'images' or 'digits', got {kind!r}")
+    if background not in BACKGROUNDS:
+        raise SystemExit(f"--background must be one of {BACKGROUNDS}, got {background!r}")
+    if background != "photo" and kind != "digits":
+        raise SystemExit(f"--background {background} applies to --kind digits only, got --kind {kind}")
     (out / "clips").mkdir(parents=True, exist_ok=True)
     n_frames = int(round(seconds * fps))
     if kind == "digits":
@@ -153,7 +212,9 @@ def generate(out: Path, clips_per_class: int, seconds: float, fps: int, size: in
         noise, gain = 0.05, 0.5  # speech peak 0.5 over noise of std 0.05 (about 14 dB below the peak)
 
         def frames_of(k: int, j: int, rng: np.random.Generator) -> np.ndarray:
-            return render_digit(digits[k][j % len(digits[k])], photos[rng.integers(len(photos))], rng, n_frames, size)
+            plain_colours = None if background == "photo" else np.random.default_rng([seed, k, j, 1])
+            return render_digit(digits[k][j % len(digits[k])], photos[rng.integers(len(photos))], rng, n_frames, size,
+                                plain_colours, dark_ink=background == "paper")
     else:
         images = [load_image(name, key) for _, _, name, key in CLASSES]
         classes = [(label, word) for label, word, _, _ in CLASSES]
@@ -215,11 +276,15 @@ def main() -> None:
     parser.add_argument("--kind", choices=("images", "digits"), default="images",
                         help="images: 5 classes of one picture each (easy); digits: 10 classes of handwritten "
                              "digits over photographs with spoken digit names (harder)")
+    parser.add_argument("--background", choices=BACKGROUNDS, default="photo",
+                        help="digits: photo (pan across a photograph, ink of any colour), plain (one colour per "
+                             f"clip, ink differing from it by >= {MIN_CONTRAST} in luminance) or paper (plain with "
+                             "the ink always the darker, as in a scan)")
     parser.add_argument("--pixel_probe", action="store_true",
                         help="also print a raw-pixel linear probe's test accuracy (middle frame, 64 px) per C")
     args = parser.parse_args()
     manifest = generate(Path(args.out), args.clips_per_class, args.seconds, args.fps, args.size, args.sample_rate,
-                        args.seed, args.kind)
+                        args.seed, args.kind, args.background)
     print(manifest)
     if args.pixel_probe:
         print("raw-pixel linear probe, test accuracy per C:", pixel_probe(manifest))

@@ -72,6 +72,8 @@ class YIQHue(torch.nn.Module):
 #: 48-px window).  Why: two windows of one clip share its colours and framing; under "light" they can
 #: be matched by those alone, and an instance-discrimination term then has no reason to learn shape
 #: (``reports/objectives.md``).
+#: video input normalisation (VideoTransform's ``normalize``, the run's ``video_normalize``)
+VIDEO_NORMALIZATIONS = ("dataset", "frame")
 VIDEO_AUGMENTS = {
     "light": ((0.6, 1.0), 0.4, 0.1, 1.0, 0.0),
     "strong": ((0.3, 1.0), 0.8, 0.2, 0.8, 0.2),
@@ -87,14 +89,23 @@ class VideoTransform:
     (torchvision's ColorJitter hue, the default) or "yiq" (:class:`YIQHue`, after brightness, contrast
     and saturation, 5x cheaper).  ``augment`` picks the strength (:data:`VIDEO_AUGMENTS`): "light" (the
     default) or "strong", SimCLR's recipe (Chen et al. 2020, Sec. 3 and App. A) for views that must not
-    be told apart by colour or framing alone.
+    be told apart by colour or framing alone.  ``normalize``: "dataset" (the default: one mean and std for
+    every clip, Kinetics') or "frame" (:data:`VIDEO_NORMALIZATIONS`: every frame and colour channel to its
+    own mean 0 and std 1 over its pixels, as :class:`AudioTransform` standardises each spectrogram).  Why
+    "frame": it removes what a clip's frames share everywhere -- its background colour, brightness and
+    contrast -- which two windows of one clip (and a clip's video and its audio) can be matched by without
+    the content; measured on real-media digits, ``reports/objectives.md``.
     """
 
-    def __init__(self, crop_size: int, train: bool, hue_space: str = "hsv", augment: str = "light"):
+    def __init__(self, crop_size: int, train: bool, hue_space: str = "hsv", augment: str = "light",
+                 normalize: str = "dataset"):
         if hue_space not in HUE_SPACES:
             raise ValueError(f"parameter hue_space={hue_space!r} is not valid; valid choices: {list(HUE_SPACES)}")
         if augment not in VIDEO_AUGMENTS:
             raise ValueError(f"parameter video_augment={augment!r} is not valid; valid choices: {list(VIDEO_AUGMENTS)}")
+        if normalize not in VIDEO_NORMALIZATIONS:
+            raise ValueError(f"parameter video_normalize={normalize!r} is not valid; valid choices: {list(VIDEO_NORMALIZATIONS)}")
+        self.per_frame = normalize == "frame"
         if train:
             scale, colour, hue, jitter_p, grey_p = VIDEO_AUGMENTS[augment]
             jitter = ([v2.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=hue)]
@@ -114,7 +125,10 @@ class VideoTransform:
         video = torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W), copied off the memmap
         video = self.transform(video)
         video = video.permute(1, 0, 2, 3).float().div_(255.0)  # (3, T, crop, crop)
-        return (video - VIDEO_MEAN) / VIDEO_STD
+        video = (video - VIDEO_MEAN) / VIDEO_STD
+        if self.per_frame:  # each frame and channel to mean 0, std 1 over its pixels
+            video = (video - video.mean((2, 3), keepdim=True)) / video.std((2, 3), keepdim=True).clamp_min(1e-3)
+        return video
 
 
 class AudioTransform:

@@ -185,7 +185,8 @@ class AVWindows(Dataset):
         self.total_frames = int(self.frame_counts.max()) if len(self.frame_counts) else 0
         assert self.window_frames <= self.total_frames or not len(self.indices), "window longer than the clips"
         self.video_transform = VideoTransform(cfg.crop_size, train, getattr(cfg, "hue_space", "hsv"),
-                                              getattr(cfg, "video_augment", "light"))
+                                              getattr(cfg, "video_augment", "light"),
+                                              getattr(cfg, "video_normalize", "dataset"))
         self.audio_transform = AudioTransform(cfg.sample_rate, cfg.n_mels, train)
         # the intra-modal objective's second window (configs without an objective, e.g. the data notebook's, train none)
         self.second_window = train and getattr(cfg, "objective", "cross") != "cross"

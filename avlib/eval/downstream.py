@@ -176,7 +176,7 @@ class ClipWindows(Dataset):
         if modality == "audio" and self.total_samples < self.window_samples:
             raise ValueError(f"cached clips hold {self.total_samples} audio samples, fewer than the run's audio "
                              f"window ({self.window_samples}); use a longer clip_seconds")
-        self.transform = (VideoTransform(cfg.crop_size, train) if modality == "video"
+        self.transform = (VideoTransform(cfg.crop_size, train, normalize=cfg.video_normalize) if modality == "video"
                           else AudioTransform(cfg.sample_rate, cfg.n_mels, train))
 
     def __len__(self) -> int:
