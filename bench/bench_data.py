@@ -10,8 +10,10 @@ On a generated corpus of 10-s clips at 128 px and 16 fps with 44.1-kHz stereo AA
 2. **loader throughput**: training windows per second out of the run's own DataLoader at 1 and 2
    workers, for ``cache`` (decoded once; the build is not timed), ``stream`` and ``shards``: augmented
    (decode + augmentation + log-mel, collated), and "decode only" (the source's read and the loader's own
-   work -- window placement, seeding, collation into shared memory, the hand-over to the main process --
-   with the arrays as they are decoded: no augmentation, no crop, no log-mel).  Beside each rate, the CPU
+   work -- window placement, seeding, collation into a reused shared-memory slot, the hand-over to the
+   main process and its copy out of the slot (``avlib.data.ring``) -- with the arrays as they are decoded:
+   no augmentation, no crop, no log-mel), with ``stream`` also without slots (torch's own hand-over in
+   fresh shared memory, the control), interleaved pass by pass.  Beside each rate, the CPU
    time per window of the workers and of the main process (``/proc``), which other processes on the
    cores do not inflate the way they lower the rate;
 3. **stages** of one decode-only ``stream`` window, CPU ms per window on one core, against
@@ -129,13 +131,14 @@ def decode_only_windows(cfg, clips=None):
     return clips, windows
 
 
-def loader_rate(cfg, workers: int, batches: int, augment: bool = True) -> dict:
+def loader_rate(cfg, workers: int, batches: int, augment: bool = True, slots: bool = True) -> dict:
     """Training windows per second out of the run's DataLoader, and the CPU ms per window of its workers
     and of the main process; ``augment=False`` times reading and decoding alone (the machinery of the source).
 
     Warm-up: 2 batches, then as many as the workers had prefetched (2 per worker), so the timed batches are
     made while they are waited for."""
     from avlib.data.dataset import AVWindows, StepBatches, collate
+    from avlib.data.ring import SlotCollate, SlotLoader
     from avlib.data.sources import ShardBatches, open_clips
     from torch.utils.data import DataLoader
 
@@ -146,16 +149,19 @@ def loader_rate(cfg, workers: int, batches: int, augment: bool = True) -> dict:
         clips, windows = decode_only_windows(cfg)
     warm_up = 2 + 2 * workers
     total = batches + warm_up
+    torch.set_num_threads(cfg.num_threads)  # as the trainer does: its copies out of the slots are single-threaded
+    collate_batch = SlotCollate(collate) if slots else collate  # as the training loop builds it, or without slots
     if clips.source == "shards":
-        loader = DataLoader(ShardBatches(windows, clips, cfg.batch_size, cfg.seed, total), batch_size=None,
-                            num_workers=workers)
+        loader = DataLoader(ShardBatches(windows, clips, cfg.batch_size, cfg.seed, total, collate_batch=collate_batch),
+                            batch_size=None, num_workers=workers)
     else:
         loader = DataLoader(windows, batch_sampler=StepBatches(len(windows), cfg.batch_size, cfg.seed, total),
-                            collate_fn=collate, num_workers=workers)
-    iterator = iter(loader)
+                            collate_fn=collate_batch, num_workers=workers)
+    received = SlotLoader(loader)
+    iterator = iter(received)
     for _ in range(warm_up):
         next(iterator)
-    pids = [process.pid for process in getattr(iterator, "_workers", [])]
+    pids = [process.pid for process in getattr(received.iterator, "_workers", [])]
     workers_before = [process_cpu_s(pid) for pid in pids]
     started, main_before = time.perf_counter(), time.process_time()
     for _ in range(batches):
@@ -165,7 +171,19 @@ def loader_rate(cfg, workers: int, batches: int, augment: bool = True) -> dict:
     windows_read = batches * cfg.batch_size
     del iterator
     return {"per_s": windows_read / seconds, "worker_cpu_ms": worker_cpu / windows_read * 1e3,
-            "main_cpu_ms": main_cpu / windows_read * 1e3}
+            "main_cpu_ms": main_cpu / windows_read * 1e3, "slots": slots,
+            "batches_in_slots": received.batches_in_slots, "batches_handed": received.batches_handed}
+
+
+def record_rate(fresh: dict, source: str, what: str, workers: int, passes: list[dict]) -> None:
+    """One throughput row: the pass of median rate (its CPU times with it), and every pass's rate."""
+    middle = sorted(passes, key=lambda rate: rate["per_s"])[len(passes) // 2]
+    row = {"source": source, "what": what, "workers": workers, **middle,
+           "passes_per_s": [rate["per_s"] for rate in passes]}
+    fresh["throughput"].append(row)
+    print(f"loader: {source} {what} x{workers}: {row['per_s']:.1f} windows/s (CPU ms/window: workers "
+          f"{row['worker_cpu_ms']:.2f}, main {row['main_cpu_ms']:.2f}; batches in slots {row['batches_in_slots']}, "
+          f"handed over {row['batches_handed']})", flush=True)
 
 
 def stages(cfg, repeats: int, steps: int = 12) -> list[dict]:
@@ -176,6 +194,7 @@ def stages(cfg, repeats: int, steps: int = 12) -> list[dict]:
     import torch.utils.data._utils.worker as worker_state
     from avlib.data import dataset
     from avlib.data.dataset import StepBatches
+    from avlib.data.ring import SLOT_KEY, SlotCollate, SlotLoader
     from avlib.data.window import decode_window
 
     torch.set_num_threads(1)
@@ -222,11 +241,37 @@ def stages(cfg, repeats: int, steps: int = 12) -> list[dict]:
         for message in state.pop("sent"):
             pickle.loads(message)
 
+    # with slots (avlib.data.ring, as the trainer's loader): one slot per batch of a pass, reused by every pass
+    slot_collate, slot_loader, rings = SlotCollate(dataset.collate, slots=steps), SlotLoader(None), {}
+
+    def collate_slots():  # as in a DataLoader worker with slots: stacked into the worker's reused slots
+        saved = worker_state._worker_info
+        worker_state._worker_info = worker_state.WorkerInfo(id=0, num_workers=1, seed=0, dataset=None)
+        try:
+            got = state["items"]
+            state["slot_batches"] = [slot_collate(got[b:b + cfg.batch_size]) for b in range(0, len(got), cfg.batch_size)]
+        finally:
+            worker_state._worker_info = saved
+        assert all(SLOT_KEY in batch for batch in state["slot_batches"]), "a batch missed its slot"
+
+    def send_slots():
+        state["slot_sent"] = [ForkingPickler.dumps(batch) for batch in state.pop("slot_batches")]
+
+    def receive_slots():  # unpickle, copy out of the slot, free it
+        for message in state.pop("slot_sent"):
+            slot_loader.receive(pickle.loads(message), rings)
+
     named = [("decode_window alone", alone), ("source read (StreamedClips.read)", read),
              ("window placement + seeding", place), ("item (placement, read, arrays to tensors)", get_items),
              ("collate into shared memory", collate), ("pickle for the result queue", send),
-             ("unpickle in the main process", receive)]
+             ("unpickle in the main process", receive),
+             ("slots: collate into a reused slot", collate_slots), ("slots: pickle for the result queue", send_slots),
+             ("slots: unpickle and copy out in the main process", receive_slots)]
     alone()
+    get_items()
+    collate_slots()  # the slots' first use: they are made and mapped, as in a worker's first batches
+    send_slots()
+    receive_slots()
     times: dict[str, list[float]] = {name: [] for name, _ in named}
     for _ in range(repeats):
         for name, run in named:
@@ -315,15 +360,23 @@ def main(argv=None) -> int:
         variants += [(name, change, "augmented (hsv hue)", True) for name, change in sources.items()]
         variants += [("stream", sources["stream"] | {"hue_space": "yiq"}, "augmented (yiq hue)", True)]
     if "loader" in sections or "decode-loader" in sections:
-        variants += [("stream", sources["stream"], "decode only", False),
-                     ("shards", sources["shards"], "decode only", False)]
         fresh["throughput"] = []
     for name, change, what, augment in variants:
         for workers in (1, 2):
-            rate = loader_rate(base.replace(**change), workers, args.batches, augment)
-            fresh["throughput"].append({"source": name, "what": what, "workers": workers, **rate})
-            print(f"loader: {name} {what} x{workers}: {rate['per_s']:.1f} windows/s (CPU ms/window: workers "
-                  f"{rate['worker_cpu_ms']:.2f}, main {rate['main_cpu_ms']:.2f})", flush=True)
+            record_rate(fresh, name, what, workers, [loader_rate(base.replace(**change), workers, args.batches, augment)])
+    if "loader" in sections or "decode-loader" in sections:
+        # decode only: the loader as the trainer builds it (batches in reused slots, avlib.data.ring) against
+        # the control without slots (fresh shared memory per batch), interleaved, the median of --repeats passes
+        decode_only = [("stream", sources["stream"], True), ("stream", sources["stream"], False),
+                       ("shards", sources["shards"], True)]
+        for workers in (1, 2):
+            passes: dict[int, list[dict]] = {k: [] for k in range(len(decode_only))}
+            for _ in range(args.repeats):
+                for k, (name, change, slots) in enumerate(decode_only):
+                    passes[k].append(loader_rate(base.replace(**change), workers, args.batches, False, slots))
+            for k, (name, change, slots) in enumerate(decode_only):
+                what = "decode only" if slots else "decode only, no slots (control)"
+                record_rate(fresh, name, what, workers, passes[k])
     if "stages" in sections:
         fresh["stages"] = stages(base.replace(**sources["stream"]), args.repeats)
 
@@ -377,7 +430,8 @@ def write_report(args, fresh: dict, earlier: dict, decoders, seconds) -> str:
     rows = {key: fresh.get(key, earlier.get(key, [])) for key in ("floor", "throughput", "stages", "wait", "memory")}
     kept = [key for key in rows if key not in fresh and earlier.get(key)]
     if "throughput" in fresh and "loader" not in args.sections:  # decode-loader: keep the augmented rows
-        rows["throughput"] = [r for r in earlier.get("throughput", []) if r["what"] != "decode only"] + fresh["throughput"]
+        rows["throughput"] = ([r for r in earlier.get("throughput", []) if not r["what"].startswith("decode only")]
+                              + fresh["throughput"])
         kept.append("throughput (augmented rows)")
 
     def earlier_note(key: str) -> list[str]:
@@ -415,15 +469,30 @@ def write_report(args, fresh: dict, earlier: dict, decoders, seconds) -> str:
                 *([f"_The augmented rows are an earlier run's (this run was `--only {args.only}`); their ratios are "
                    "against this run's floor._", ""] if "throughput (augmented rows)" in kept else []),
                 "\"decode only\": the source's read and the loader's own work (window placement, seeding, collation "
-                "into shared memory, the hand-over to the main process) with the arrays as decoded; \"augmented\": "
-                "plus the augmentation and the log-mel. CPU ms per window: the workers' and the main process's CPU "
-                "time over the timed batches (`/proc`), which other processes on the cores do not inflate; "
-                "\"CPU bound\" is the ratio the rate would reach on idle cores, floor CPU ms / (workers + main CPU ms)."]
+                "into a reused shared-memory slot, the hand-over to the main process and its copy out of the slot, "
+                "`avlib.data.ring`, as the training loop builds its loader) with the arrays as decoded; \"no slots "
+                "(control)\": the same with torch's own hand-over (each batch in fresh shared memory), interleaved "
+                "with it, pass by pass; \"augmented\": plus the augmentation and the log-mel. Decode-only rows are the "
+                "median of `--repeats` passes (every pass's rate in the raw rows). CPU ms per window: the workers' "
+                "and the main process's CPU time over the timed batches (`/proc`), which other processes on the "
+                "cores do not inflate; \"CPU bound\" is the ratio the rate would reach on idle cores, floor CPU ms / "
+                "(workers + main CPU ms); \"in slots / handed\": how the timed and warm-up batches reached the main "
+                "process (handed: torch's hand-over, when no slot was free)."]
         if floor_best:
             out += ["", f"Against the decode floor of the fastest decoder ({best}, {floor_best['per_s']:.1f} windows/s "
                         "on one core); the target for `stream` at 2 workers is >= 80% of 2x the floor."]
+            target = [r for r in rows["throughput"] if (r["source"], r["what"], r["workers"]) == ("stream", "decode only", 2)]
+            control = [r for r in rows["throughput"]
+                       if (r["source"], r["what"], r["workers"]) == ("stream", "decode only, no slots (control)", 2)]
+            if target:
+                ratio = target[0]["per_s"] / (2 * floor_best["per_s"])
+                out += ["", f"**`stream` at 2 workers: {target[0]['per_s']:.1f} windows/s, {ratio:.2f} of 2x the floor: "
+                            f"the target is {'met' if ratio >= 0.8 else 'not met'}**"
+                            + (f"; without slots (the control, same run) {control[0]['per_s']:.1f} windows/s, "
+                               f"{control[0]['per_s'] / (2 * floor_best['per_s']):.2f}: the slots give "
+                               f"{target[0]['per_s'] / control[0]['per_s']:.2f}x." if control else ".")]
         out += ["", "| source | windows | workers | windows/s | / (workers x floor) | CPU ms/window: workers | main "
-                    "| CPU bound |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                    "| CPU bound | in slots / handed |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows["throughput"]:
             ratio = f"{r['per_s'] / (r['workers'] * floor_best['per_s']):.2f}" if floor_best else "-"
             if "worker_cpu_ms" in r:
@@ -432,7 +501,9 @@ def write_report(args, fresh: dict, earlier: dict, decoders, seconds) -> str:
                 cpu_cells = f"{r['worker_cpu_ms']:.2f} | {r['main_cpu_ms']:.2f} | {bound}"
             else:
                 cpu_cells = "- | - | -"
-            out.append(f"| {r['source']} | {r['what']} | {r['workers']} | {r['per_s']:.1f} | {ratio} | {cpu_cells} |")
+            handed = f"{r['batches_in_slots']} / {r['batches_handed']}" if "batches_in_slots" in r else "-"
+            out.append(f"| {r['source']} | {r['what']} | {r['workers']} | {r['per_s']:.1f} | {ratio} | {cpu_cells} "
+                       f"| {handed} |")
     if rows["stages"]:
         decode = rows["stages"][0]["cpu_ms"]
         out += ["", "## Stages of a decode-only `stream` window (CPU ms per window, one core, the same windows)", "",

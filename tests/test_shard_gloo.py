@@ -26,11 +26,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def collate_with_pid(items):
+def collate_with_pid(items, stack=None):
     """The training collate, plus the DataLoader worker process that built the batch."""
     from avlib.data.dataset import collate
 
-    return collate(items) | {"worker_pid": os.getpid()}
+    return collate(items, stack=stack) | {"worker_pid": os.getpid()}
 
 
 def one_rank(rank: int, port: int, shards: str, run_dir: str, results) -> None:
@@ -40,7 +40,7 @@ def one_rank(rank: int, port: int, shards: str, run_dir: str, results) -> None:
     try:
         import torch.distributed as dist
 
-        import avlib.data.sources as sources
+        import avlib.train.loop as loop
         from avlib.data.sources import open_clips
         from avlib.train import distributed
         from avlib.train.loop import step_loader
@@ -51,11 +51,12 @@ def one_rank(rank: int, port: int, shards: str, run_dir: str, results) -> None:
         clips = open_clips(cfg, progress=False)
         train = clips.select("train")
         steps = len(train) // BATCH  # one epoch
-        sources.collate = collate_with_pid  # ShardBatches' default collate, read when the loader is built
+        loop.collate = collate_with_pid  # the collate step_loader wraps in its slots, read when it builds the loader
         training = SimpleNamespace(cfg=cfg, world=world, device=device, total_steps=steps,
                                    sampler=SimpleNamespace(extra_candidates=lambda: 0))
         loader = step_loader(training, clips, train, 0)
         read = [(batch["clip_index"].tolist(), batch["worker_pid"]) for batch in loader]
+        assert (loader.batches_in_slots, loader.batches_handed) == (len(read), 0), "every batch in its worker's slot"
         counts = [None] * WORLD_SIZE
         dist.all_gather_object(counts, len(read))  # over gloo: what every rank learns of the others
         results.put({"rank": rank, "read": read, "steps_of_every_rank": counts, "epoch_steps": steps,

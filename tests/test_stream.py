@@ -154,24 +154,30 @@ def test_source_parameters_that_cannot_work_are_refused(tmp_path, long_corpus):
 
 
 def test_the_loader_workers_deliver_the_windows_read_in_process(tmp_path):
-    """The loader's own work (seeding, collation into shared memory, the hand-over from 2 worker processes)
-    leaves the windows as they are: every batch equals the same items read and collated in this process."""
+    """The loader's own work (seeding, collation into reused shared-memory slots or, the control, into fresh
+    shared memory, the hand-over from 2 worker processes) leaves the windows as they are: every batch equals
+    the same items read and collated in this process, kept until the end (no slot is overwritten under a
+    batch already delivered)."""
     import torch
     from torch.utils.data import DataLoader
 
     from avlib.data.dataset import StepBatches, collate
+    from avlib.data.ring import SlotCollate, SlotLoader
 
     cfg = tiny_config(tmp_path, data_source="stream")
     clips = open_clips(cfg, progress=False)
     windows = AVWindows(clips, clips.select("train"), cfg, train=True)
-    batches = StepBatches(len(windows), cfg.batch_size, cfg.seed, 4)
-    loader = DataLoader(windows, batch_sampler=batches, collate_fn=collate, num_workers=2)
-    delivered = list(loader)
-    assert len(delivered) == 4
-    for batch, items in zip(delivered, batches):
-        expected = collate([windows[item] for item in items])
-        for key in ("video", "audio", "clip_index", "label", "window_start_s"):
-            assert torch.equal(batch[key], expected[key]), key
+    batches = StepBatches(len(windows), cfg.batch_size, cfg.seed, 6)
+    expected = [collate([windows[item] for item in items]) for items in batches]
+    for collate_fn in (SlotCollate(collate), collate):
+        loader = SlotLoader(DataLoader(windows, batch_sampler=batches, collate_fn=collate_fn, num_workers=2))
+        delivered = list(loader)
+        assert len(delivered) == 6
+        for batch, want in zip(delivered, expected):
+            for key in ("video", "audio", "clip_index", "label", "window_start_s"):
+                assert torch.equal(batch[key], want[key]), key
+        # how they arrived: all 6 in the workers' slots (3 each, no fallback), or, the control, handed over
+        assert (loader.batches_in_slots, loader.batches_handed) == ((6, 0) if collate_fn is not collate else (0, 6))
     # the control: another step's items are other windows
     assert not torch.equal(delivered[0]["video"], delivered[1]["video"])
 

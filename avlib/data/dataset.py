@@ -319,19 +319,25 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     Why: a worker's batch reaches the main process through shared memory; a batch stacked into
     ordinary memory is copied once more when it is sent (``share_memory_``): stacking then sending
     cost 1.2 ms CPU per decode-only 128-px window (a 5.4-ms decode), stacking into shared memory
-    0.8 ms, most of it the kernel providing fresh shared pages (``bench/bench_data.py --only stages``)."""
+    0.8 ms, most of it the kernel providing fresh shared pages (``bench/bench_data.py --only stages``).
+    The training loop's workers stack into reused slots instead (``avlib.data.ring``, 0.08 ms); this
+    is their fallback and every other caller's path."""
     return default_collate(tensors)  # a list of tensors: torch.stack, into shared memory in a worker
 
 
-def collate(items: list[dict]) -> dict:
+def collate(items: list[dict], stack=None) -> dict:
+    """One batch of :meth:`AVWindows.__getitem__` items.  ``stack(field, tensors)``, when given, stacks
+    the windows itself and returns None (``avlib.data.ring.SlotCollate`` stacks them into a reused
+    shared slot); by default they are stacked with :func:`_stack`."""
+    stacked = (lambda field, tensors: _stack(tensors)) if stack is None else stack
     return {
-        "video": _stack([it["video"] for it in items]),  # (B, 3, T, crop, crop)
-        "audio": _stack([it["audio"] for it in items]),  # (B, 1, n_mels, frames)
+        "video": stacked("video", [it["video"] for it in items]),  # (B, 3, T, crop, crop)
+        "audio": stacked("audio", [it["audio"] for it in items]),  # (B, 1, n_mels, frames)
         "clip_index": torch.tensor([it["clip_index"] for it in items], dtype=torch.long),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "window_start_s": torch.tensor([it.get("window_start_s", 0.0) for it in items], dtype=torch.float64),
         "failed": [failure for it in items for failure in it.get("failed", ())],  # (where, reason) left out
-        **({"video2": _stack([it["video2"] for it in items]),  # (B, 3, T, crop, crop) second windows
-            "audio2": _stack([it["audio2"] for it in items])}  # (B, 1, n_mels, frames)
+        **({"video2": stacked("video2", [it["video2"] for it in items]),  # (B, 3, T, crop, crop) second windows
+            "audio2": stacked("audio2", [it["audio2"] for it in items])}  # (B, 1, n_mels, frames)
            if items and "video2" in items[0] else {}),
     }

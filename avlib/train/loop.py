@@ -43,6 +43,7 @@ from avlib.data.cache import DecodedCache
 from avlib.data.dataset import (SAMPLER_STREAM, SHUFFLE_STREAM, AVWindows, StepBatches, collate, derive_seed,
                                 stratified_subset)
 from avlib.data.manifest import ManifestError, skip_reasons, write_skipped_rows
+from avlib.data.ring import SlotCollate, SlotLoader
 from avlib.data.sources import ShardBatches, open_clips
 from avlib.eval.probe import KnnMonitor, clip_correctness, run_probes
 from avlib.models.encoders import AUDIO_ENCODERS, VIDEO_ENCODERS, AVModel, Embeddings, momentum_update
@@ -478,9 +479,10 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
     return summary
 
 
-def step_loader(t: Training, cache: DecodedCache, train_indices, start_step: int) -> DataLoader:
+def step_loader(t: Training, cache: DecodedCache, train_indices, start_step: int) -> SlotLoader:
     """This rank's share of every step's seeded global batch, from ``start_step`` on: map-style over the
-    cache or the streamed files (:class:`StepBatches`), or streamed from shards (:class:`ShardBatches`)."""
+    cache or the streamed files (:class:`StepBatches`), or streamed from shards (:class:`ShardBatches`).
+    Workers build their batches in reused shared-memory slots (``avlib.data.ring``)."""
     cfg, world = t.cfg, t.world
     windows = AVWindows(cache, train_indices, cfg, train=True)
     pin = t.device.startswith("cuda")  # page-locked batches, so the copies to the GPU can be asynchronous
@@ -489,13 +491,14 @@ def step_loader(t: Training, cache: DecodedCache, train_indices, start_step: int
             raise ConfigError(f"parameter active_candidates={cfg.active_candidates!r} draws extra clips at random, "
                               "which a shard stream cannot serve: use 'batch' (the default) or data_source='stream'")
         stream = ShardBatches(windows, cache, cfg.batch_size, cfg.seed, t.total_steps, start_step,
-                              shard=(world.rank, world.size))
-        return DataLoader(stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin,
-                          worker_init_fn=_single_threaded_worker)
+                              shard=(world.rank, world.size), collate_batch=SlotCollate(collate))
+        return SlotLoader(DataLoader(stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=pin,
+                                     worker_init_fn=_single_threaded_worker), pin)
     batches = StepBatches(len(train_indices), cfg.batch_size, cfg.seed, t.total_steps, start_step,
                           shard=(world.rank, world.size), candidates=t.sampler.extra_candidates())
-    return DataLoader(windows, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers,
-                      pin_memory=pin, worker_init_fn=_single_threaded_worker)
+    return SlotLoader(DataLoader(windows, batch_sampler=batches, collate_fn=SlotCollate(collate),
+                                 num_workers=cfg.num_workers, pin_memory=pin,
+                                 worker_init_fn=_single_threaded_worker), pin)
 
 
 def data_columns(t: Training, batch: dict, step: int) -> dict[str, float]:
