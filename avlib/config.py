@@ -350,6 +350,9 @@ class PretrainConfig(_Config):
     resume: bool = True
     max_steps: int | None = None  # stop early (tests, smoke runs); None = epochs * steps per epoch
     probe: bool = True
+    # a folder of random-init baselines shared by runs whose encoders start identical ("" = none): the
+    # study's runs of one seed differ only in what they train (avlib.train.run_folder.shared_random_init_path)
+    random_init_cache: str = ""
     progress: bool = True
     snapshot_every: int = 50  # steps between dictionary snapshots in run_dir/snapshots/ (0 = none)
     monitor_every: int = -1  # steps between online kNN monitors on val clips (-1 = once an epoch, 0 = off)

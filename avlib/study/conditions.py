@@ -41,8 +41,10 @@ the training clips at a fixed number of epochs).
   at the 4-batch pool, 75, 563 and 2862 ms at 27, 107 and 427 batches: scaled by the runs' 11.1 / 33,
   about 25, 190 and 960 ms a step, i.e. 1.05x, 1.4x and 2.8x a random step (the unscaled timing:
   1.1x, 2.1x, 6.4x).  The probes and the random-init probes encode 30,000 clips (50x the base's 600:
-  ~6 min each at the base's 7.5 s per 600 clips); the dataset is generated once (8.6 s per 100
-  clips with 2 workers: ~45 min) and its decoded cache takes ~15 GB.
+  ~6 min each at the base's 7.5 s per 600 clips); the random-init probes are computed once per seed and
+  shared by its 9 runs (``random_init_cache``: the 9 start from the same weights and probe the same
+  clips), ~8 h less over the 90 runs; the dataset is generated once (8.6 s per 100 clips with 2
+  workers: ~45 min; a killed generation resumes) and its decoded cache takes ~15 GB.
 * ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
   setting), for ``random``, ``active``, ``xid`` and ``robust_xid``: 36 units (~1.5 h).
 * ``subset_fraction``: 0.25, 0.5 and 1.0 of the training clips for ``random``, ``active`` and

@@ -29,7 +29,7 @@ from avlib.study.results import (LINKS, MODALITIES, PROBE_NAMES, PROBES, Conditi
 from avlib.study.run import PACKAGES, copy_if_changed
 
 #: parameters that differ between any two runs for bookkeeping only
-BOOKKEEPING = {"run_dir", "progress"}
+BOOKKEEPING = {"run_dir", "progress", "random_init_cache"}
 
 
 # ----------------------------------------------------------------------------- per-condition tables

@@ -62,7 +62,7 @@ NOTEBOOKS = REPO / "notebooks"
 #: packages whose locked versions the provenance lists
 PACKAGES = ("torch", "torchvision", "torchaudio", "numpy", "scikit-learn", "papermill", "av")
 #: parameters the study itself sets per run; ``--set`` may not change them
-STUDY_SET = {"sampler", "seed", "run_dir", "progress"}
+STUDY_SET = {"sampler", "seed", "run_dir", "progress", "random_init_cache"}
 
 
 class StudyError(RuntimeError):
@@ -140,7 +140,10 @@ def plan_runs(condition: Condition, runs_root: Path, seeds, variant_names=None, 
     for seed in seeds:
         for variant in variants:
             run_dir = runs_root / condition.name / f"{variant.name}_seed{seed}"
-            parameters = {**STUDY_BASE, **overrides, **variant.params, "seed": seed, "run_dir": str(run_dir), "progress": False}
+            # runs of one seed share their random-init baseline where their initial weights and probe inputs
+            # are the same (avlib.train.run_folder.shared_random_init_path): computed once, not per method
+            parameters = {**STUDY_BASE, **overrides, **variant.params, "seed": seed, "run_dir": str(run_dir),
+                          "progress": False, "random_init_cache": str(runs_root / "random_init_probes")}
             check_names(PretrainConfig.from_dict(parameters))  # a bad value or name fails here, naming the parameter
             runs.append(PlannedRun(condition.name, variant, seed, run_dir, parameters,
                                    downstream=downstream and seed == seeds[0]))

@@ -55,7 +55,7 @@ from avlib.train import distributed
 from avlib.train.console import ProgressLines, duration_text
 from avlib.train.run_folder import (MetricsLog, has_checkpoint, load_checkpoint, prepare_run_folder,
                                     read_metrics, read_random_init_probes, save_checkpoint_file,
-                                    write_json_atomic, write_random_init_probes)
+                                    shared_random_init_path, write_json_atomic, write_random_init_probes)
 from avlib.train.learning_signal import LearningSignalMonitor, learning_signal_summary
 from avlib.train.memory import PeakTreeRSS
 from avlib.train.snapshots import DictionaryRecorder
@@ -448,9 +448,18 @@ def train(cfg: PretrainConfig, world: distributed.World, device: str) -> dict:
     # computed with other parameters).
     if cfg.probe and world.is_main and read_random_init_probes(cfg.run_dir, cfg) is None:
         probe_started = time.perf_counter()
-        say(cfg, world, "probes: the random-init baseline (the encoders before training)")
-        write_random_init_probes(cfg.run_dir, cfg, run_probes(t.model, cache, cfg, device=device))
-        say(cfg, world, f"probes: random-init baseline done in {duration_text(time.perf_counter() - probe_started)}")
+        shared = shared_random_init_path(cfg, t.model)  # None without cfg.random_init_cache
+        if shared is not None and shared.is_file():
+            write_random_init_probes(cfg.run_dir, cfg, json.loads(shared.read_text())["probes"])
+            say(cfg, world, f"probes: the random-init baseline of these initial weights, from {shared}")
+        else:
+            say(cfg, world, "probes: the random-init baseline (the encoders before training)")
+            probes = run_probes(t.model, cache, cfg, device=device)
+            write_random_init_probes(cfg.run_dir, cfg, probes)
+            if shared is not None:
+                shared.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic({"probes": probes, "computed_by": str(cfg.run_dir)}, shared)
+            say(cfg, world, f"probes: random-init baseline done in {duration_text(time.perf_counter() - probe_started)}")
     distributed.barrier(world)
 
     start_step, previous_wall_s = restore(t) if resuming else (0, 0.0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -39,7 +40,11 @@ CHECKPOINT, PREVIOUS_CHECKPOINT = "last.pt", "previous.pt"
 # (nproc_per_node: a preempted job may come back on fewer or more GPUs; data order and the dictionary
 # do not depend on it, only which clips share batch-norm statistics without sync_batchnorm.)
 RESUMABLE_CHANGES = {"resume", "progress", "num_workers", "probe", "device", "nproc_per_node", "check_ranks",
-                     "compile", "tensorboard"}
+                     "compile", "tensorboard", "random_init_cache"}
+#: parameters that change what a run trains but neither its encoders at random init nor what its probes
+#: read: runs that differ only in these (and in their folder) share one random-init baseline (the study's
+#: dictionary_size runs: the sampler, the dictionary, the active selection)
+TRAINING_ONLY = {"run_dir", "sampler", "dictionary_size"}
 
 
 def checkpoint_path(run_dir: str | Path, name: str = CHECKPOINT) -> Path:
@@ -245,6 +250,28 @@ def read_random_init_probes(run_dir: str | Path, cfg: PretrainConfig) -> dict | 
     if saved.get("parameters") != json.loads(json.dumps(result_parameters(cfg))):
         return None
     return saved["probes"]
+
+
+def shared_random_init_path(cfg: PretrainConfig, model: torch.nn.Module) -> Path | None:
+    """Where runs with these initial weights and probe inputs keep their random-init baseline, under
+    ``cfg.random_init_cache`` (None when it is ""): a file named by the hash of the model's weights at
+    init and of every result-changing parameter but :data:`TRAINING_ONLY` and ``active_*`` (with the
+    device, whose numerics differ).
+
+    Why: the baseline probes the encoders before any update, so runs of one seed that differ only in
+    their method compute the same numbers; in the study's ``dictionary_size`` condition (30,000 clips,
+    3 windows each) that is ~6 of a run's ~22 minutes.  The weights are hashed rather than trusted to
+    the seed: a method whose model draws other weights at init misses the cache instead of sharing."""
+    if not cfg.random_init_cache:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", copy=True).contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    inputs = {k: v for k, v in result_parameters(cfg).items()
+              if k not in TRAINING_ONLY and not k.startswith("active_")}
+    digest.update(json.dumps({"parameters": inputs, "device": cfg.device}, sort_keys=True, default=str).encode())
+    return Path(cfg.random_init_cache).expanduser() / f"{digest.hexdigest()[:40]}.json"
 
 
 def write_random_init_probes(run_dir: str | Path, cfg: PretrainConfig, probes: dict) -> None:
