@@ -29,9 +29,37 @@ come from a second generator seeded ``[seed, class, clip, 1]``), so for one seed
 backgrounds give the same digits on the same paths with the same words; ``photo`` output is
 byte-identical to what the script wrote before the option existed.
 
+``--kind letters`` is a second real-media kind of the same shape as ``digits`` (issue 33 asked for
+one beside digits): ten classes, each a capital letter printed in one of the installed real
+TrueType/OpenType typefaces (a face drawn at random per clip: serif, sans, mono, script, light to
+black, upright and italic) and heard as the letter's name spoken by ``espeak-ng`` with a random
+voice, pitch and speed in the same noise as digits.  The glyph drifts exactly as a digit does, over
+the same ``--background`` choices (default ``paper`` for letters, ``photo`` for the other kinds).
+The letters, ``LETTERS``, are chosen so their spoken names differ: one letter from each rhyme set
+of the alphabet's names, plus three pairs that share a vowel but differ in a strong consonant or in
+length.  Left out: the E-set (b c d e g p t v z, which differ only in a short onset and are the
+classic confusion of spoken-letter recognition; E alone, "ee", stays), f/s and m/n (a fricative or
+a nasal coda that noise blurs), y (rhymes with i), q (rhymes with u), j/k (rhyme with a and h), and
+z, which espeak-ng says "zed" or "zee" depending on the voice.  Kept, as espeak-ng says them: A
+'eI, E 'i:, I 'aI, O 'oU, U j'u:, R 'A@, L 'El, X 'Eks (L/X: same vowel, a liquid against a /ks/
+coda), H 'eItS (A/H: same vowel, H ends in a long affricate), W d'Vb@Lj,u: (three syllables
+against U's one).  Typefaces: every TrueType/OpenType face matplotlib's font search finds (the
+system font folders and fontconfig's list), one per (family, style) name, kept only if it maps all
+ten letters to glyphs of those letters (symbol and dingbat faces, which map A-Z to Greek letters or
+ornaments, and faces drawing letters as key caps are left out; ``find_typefaces``).  Measured with
+Debian's ``fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 fonts-croscore
+fonts-crosextra-carlito fonts-crosextra-caladea fonts-linuxlibertine fonts-texgyre fonts-open-sans
+fonts-lato fonts-cantarell fonts-go`` (``apt-get install -y --no-install-recommends ...``): the
+manifest's ``typeface`` column says which face each clip has, and the same seed gives the same clips
+only with the same set of faces.  At least ``MIN_TYPEFACE_FAMILIES`` families are required (else a
+SystemExit names the packages): with only DejaVu (3 families in ``fonts-dejavu-core``, 4 with
+``fonts-dejavu-extra``) every glyph would come from one design, and the letter would be told apart by
+a pixel template rather than read; ``--min_families`` lowers the bar knowingly.
+
     python bench/real_media.py --out /tmp/realmedia --clips_per_class 40 --seconds 2
     python bench/real_media.py --kind digits --out /tmp/avdigits --clips_per_class 40 --seconds 2
     python bench/real_media.py --kind digits --background plain --out /tmp/avdigits_plain --pixel_probe
+    python bench/real_media.py --kind letters --out /tmp/avletters --clips_per_class 40 --seconds 2
 """
 from __future__ import annotations
 
@@ -129,6 +157,7 @@ def load_photos() -> list[np.ndarray]:
     return [np.asarray(image, dtype=np.float64) / 255.0 for image in load_sample_images().images]
 
 
+KINDS = ("images", "digits", "letters")
 BACKGROUNDS = ("photo", "plain", "paper")
 MIN_CONTRAST = 0.4  # plain background: least |luminance(ink) - luminance(background)|, on a 0-1 scale
 PLAIN_NOISE = 0.03  # plain background: std of the per-frame pixel noise, on a 0-1 scale
@@ -194,19 +223,130 @@ def render_digit(digit: np.ndarray, photo: np.ndarray, rng: np.random.Generator,
     return out
 
 
+LETTERS = ("A", "E", "H", "I", "L", "O", "R", "U", "W", "X")  # why these ten: the module docstring
+MIN_TYPEFACE_FAMILIES = 8  # letters: fewest typeface families (DejaVu alone has 3-4) before generating
+FONT_PACKAGES = ("fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 fonts-croscore "
+                 "fonts-crosextra-carlito fonts-crosextra-caladea fonts-linuxlibertine fonts-texgyre "
+                 "fonts-open-sans fonts-lato fonts-cantarell fonts-go")  # letters: the Debian packages measured with
+NOT_LETTER_FAMILIES = ("Keyboard",)  # words of family names whose faces draw each letter inside a key cap
+GLYPH_SIDE = 64  # letters: side of the square alpha a glyph is rendered into before render_digit scales it
+
+
+def _glyph_names_letters(path: Path, letters: str) -> bool:
+    """Whether the face at ``path`` maps every one of ``letters`` to a glyph and none to a glyph named as
+    something else: a symbol face maps "A" to "Alpha" and "R" to "Rho", a dingbat face to "a10"; faces
+    whose glyphs carry no names ("uni00000003", "glyph12", "gid5") pass on the map alone."""
+    import re
+
+    from matplotlib.ft2font import FT2Font
+
+    face = FT2Font(str(path))
+    charmap = face.get_charmap()
+    for letter in letters:
+        if ord(letter) not in charmap:
+            return False
+        name = face.get_glyph_name(charmap[ord(letter)])
+        if not (name == letter or name.startswith(letter + ".")  # "A", or a variant such as "A.sc"
+                or re.fullmatch(r"uni[0-9A-Fa-f]+|u[0-9A-Fa-f]{4,6}|(glyph|gid|g)[0-9]+|", name)):  # unnamed
+            return False
+    return True
+
+
+def find_typefaces(letters: tuple[str, ...] = LETTERS,
+                   min_families: int = MIN_TYPEFACE_FAMILIES) -> list[tuple[str, Path]]:
+    """[(name "Family Style", path)] of the installed TrueType/OpenType faces that draw every one of
+    ``letters``, one per name (the first path in sorted order when two files share it), sorted by name
+    so the order (and so a seed's clips) does not depend on where the files are.  SystemExit when they
+    come from fewer than ``min_families`` families."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    faces: dict[str, Path] = {}
+    families = set()
+    for path in sorted(map(Path, font_manager.findSystemFonts(fontext="ttf"))):
+        if path.suffix.lower() not in (".ttf", ".otf"):
+            continue
+        try:
+            family, style = ImageFont.truetype(str(path), 24).getname()
+            usable = _glyph_names_letters(path, "".join(letters))
+        except (OSError, RuntimeError, ValueError):  # unreadable or unsupported font file
+            continue
+        family = family or path.stem
+        if not usable or any(word in family for word in NOT_LETTER_FAMILIES):
+            continue
+        faces.setdefault(f"{family} {style or ''}".strip(), path)
+        families.add(family)
+    if len(families) < min_families:
+        raise SystemExit(
+            f"--kind letters found {len(faces)} usable typefaces in {len(families)} families "
+            f"({', '.join(sorted(families)) or 'none'}); it needs at least {min_families} families so that "
+            f"letters are seen in many designs.  Install more, e.g. (Debian/Ubuntu) "
+            f"apt-get install -y --no-install-recommends {FONT_PACKAGES}, or pass --min_families to accept fewer.")
+    return sorted(faces.items())
+
+
+def letter_glyph(path: Path, letter: str, side: int = GLYPH_SIDE) -> np.ndarray:
+    """float (side, side) in [0, 1]: the alpha (ink coverage) of ``letter`` in the face at ``path``,
+    its ink box scaled to 0.85 of the side in height (or 0.95 in width, if the glyph is that wide) and
+    centred.  ``render_digit`` takes it where it takes an 8x8 scan (it scales either square to the
+    clip's glyph size), so a letter fills its box about as a handwritten digit does."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(path), 4 * side)
+    left, top, right, bottom = font.getbbox(letter)
+    canvas = Image.new("L", (right - left + 8, bottom - top + 8))
+    ImageDraw.Draw(canvas).text((4 - left, 4 - top), letter, font=font, fill=255)
+    box = canvas.getbbox()
+    if box is None:
+        raise ValueError(f"{path}: {letter!r} draws no ink")
+    ink = canvas.crop(box)
+    scale = min(0.85 * side / ink.height, 0.95 * side / ink.width)
+    ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.LANCZOS)
+    square = Image.new("L", (side, side))
+    square.paste(ink, ((side - ink.width) // 2, (side - ink.height) // 2))
+    return np.asarray(square, dtype=np.float64) / 255.0
+
+
+def default_background(kind: str) -> str:
+    """The ``--background`` a kind gets when none is given: ``paper`` for letters (printed letters, a
+    page's polarity), ``photo`` for the others (what digits were generated with before the option)."""
+    return "paper" if kind == "letters" else "photo"
+
+
 def generate(out: Path, clips_per_class: int, seconds: float, fps: int, size: int, sample_rate: int,
-             seed: int, kind: str = "images", background: str = "photo") -> Path:
+             seed: int, kind: str = "images", background: str | None = None,
+             min_families: int = MIN_TYPEFACE_FAMILIES) -> Path:
     """Write ``out/clips/*.mp4`` and ``out/manifest.csv`` (60/10/30 split per class); return the manifest.
-    ``background`` (digits only): ``photo`` or ``plain`` (see the module docstring)."""
-    if kind not in ("images", "digits"):
-        raise SystemExit(f"--kind must be 'images' or 'digits', got {kind!r}")
+    ``background`` (digits and letters): ``photo``, ``plain`` or ``paper`` (see the module docstring;
+    None: ``default_background(kind)``).  ``min_families`` (letters): see ``find_typefaces``."""
+    if kind not in KINDS:
+        raise SystemExit(f"--kind must be one of {KINDS}, got {kind!r}")
+    background = default_background(kind) if background is None else background
     if background not in BACKGROUNDS:
         raise SystemExit(f"--background must be one of {BACKGROUNDS}, got {background!r}")
-    if background != "photo" and kind != "digits":
-        raise SystemExit(f"--background {background} applies to --kind digits only, got --kind {kind}")
+    if background != "photo" and kind == "images":
+        raise SystemExit(f"--background {background} applies to --kind digits or letters only, got --kind {kind}")
+    typeface_of_clip: dict[str, str] = {}  # letters: clip_id -> the face it is printed in
+    if kind == "letters":
+        typefaces = find_typefaces(LETTERS, min_families)  # before any file is written: fail early
     (out / "clips").mkdir(parents=True, exist_ok=True)
     n_frames = int(round(seconds * fps))
-    if kind == "digits":
+    if kind == "letters":
+        photos = load_photos()
+        classes = [(letter, letter) for letter in LETTERS]  # label and what espeak-ng says (the letter's name)
+        noise, gain = 0.05, 0.5  # as digits
+        glyphs: dict[tuple[int, int], np.ndarray] = {}  # (face, letter) -> (GLYPH_SIDE, GLYPH_SIDE) alpha
+
+        def frames_of(k: int, j: int, rng: np.random.Generator) -> np.ndarray:
+            face = int(rng.integers(len(typefaces)))
+            name, path = typefaces[face]
+            typeface_of_clip[f"{LETTERS[k]}_{j:03d}"] = name
+            if (face, k) not in glyphs:
+                glyphs[face, k] = letter_glyph(path, LETTERS[k])
+            plain_colours = None if background == "photo" else np.random.default_rng([seed, k, j, 1])
+            return render_digit(glyphs[face, k], photos[rng.integers(len(photos))], rng, n_frames, size,
+                                plain_colours, dark_ink=background == "paper")
+    elif kind == "digits":
         digits, photos = load_digits_by_class(), load_photos()
         classes = [(word, word) for word in DIGIT_WORDS]
         noise, gain = 0.05, 0.5  # speech peak 0.5 over noise of std 0.05 (about 14 dB below the peak)
@@ -235,7 +375,8 @@ def generate(out: Path, clips_per_class: int, seconds: float, fps: int, size: in
             clip_id = f"{label}_{j:03d}"
             _write_mp4(out / "clips" / f"{clip_id}.mp4", frames, np.clip(audio, -1, 1), fps, sample_rate)
             split = "train" if j < 0.6 * clips_per_class else "val" if j < 0.7 * clips_per_class else "test"
-            rows.append({"path": f"clips/{clip_id}.mp4", "label": label, "split": split, "clip_id": clip_id})
+            rows.append({"path": f"clips/{clip_id}.mp4", "label": label, "split": split, "clip_id": clip_id}
+                        | ({"typeface": typeface_of_clip[clip_id]} if kind == "letters" else {}))
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -273,18 +414,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--sample_rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kind", choices=("images", "digits"), default="images",
+    parser.add_argument("--kind", choices=KINDS, default="images",
                         help="images: 5 classes of one picture each (easy); digits: 10 classes of handwritten "
-                             "digits over photographs with spoken digit names (harder)")
-    parser.add_argument("--background", choices=BACKGROUNDS, default="photo",
-                        help="digits: photo (pan across a photograph, ink of any colour), plain (one colour per "
-                             f"clip, ink differing from it by >= {MIN_CONTRAST} in luminance) or paper (plain with "
-                             "the ink always the darker, as in a scan)")
+                             "digits over photographs with spoken digit names (harder); letters: 10 capital "
+                             "letters printed in the installed typefaces with their spoken names")
+    parser.add_argument("--background", choices=BACKGROUNDS, default=None,
+                        help="digits and letters: photo (pan across a photograph, ink of any colour), plain (one "
+                             f"colour per clip, ink differing from it by >= {MIN_CONTRAST} in luminance) or paper "
+                             "(plain with the ink always the darker, as in a scan); default photo for digits, "
+                             "paper for letters")
+    parser.add_argument("--min_families", type=int, default=MIN_TYPEFACE_FAMILIES,
+                        help="letters: fewest typeface families to accept (see find_typefaces)")
     parser.add_argument("--pixel_probe", action="store_true",
                         help="also print a raw-pixel linear probe's test accuracy (middle frame, 64 px) per C")
     args = parser.parse_args()
     manifest = generate(Path(args.out), args.clips_per_class, args.seconds, args.fps, args.size, args.sample_rate,
-                        args.seed, args.kind, args.background)
+                        args.seed, args.kind, args.background, args.min_families)
     print(manifest)
     if args.pixel_probe:
         print("raw-pixel linear probe, test accuracy per C:", pixel_probe(manifest))

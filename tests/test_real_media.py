@@ -1,9 +1,15 @@
 """bench/real_media.py --kind digits draws a real handwritten digit into every frame, over a real
-photograph, the same way for the same seed (its speech needs espeak-ng and is not tested here)."""
+photograph, the same way for the same seed (its speech needs espeak-ng and is not tested here);
+--kind letters prints a letter in a real typeface, checked on the fonts matplotlib ships (the one
+test that writes clips needs espeak-ng and is skipped without it)."""
+import csv
 import importlib.util
+import shutil
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+import pytest
 
 SPEC = importlib.util.spec_from_file_location("real_media", Path(__file__).parents[1] / "bench" / "real_media.py")
 real_media = importlib.util.module_from_spec(SPEC)
@@ -106,3 +112,56 @@ def test_paper_ink_is_always_the_darker():
     assert gap(paper).min() >= real_media.MIN_CONTRAST
     assert min(real_media.luminance(bg) for bg, _ in paper) >= 0.5
     assert (gap(plain) < 0).mean() > 0.3  # plain ink is lighter than its background in many clips
+
+
+MPL_FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # shipped with matplotlib: there everywhere
+
+
+def test_letter_faces_are_checked_by_their_glyphs():
+    """A face is used for letters only if it maps every letter to that letter's glyph: DejaVu Sans
+    does; LastResort maps them to placeholders ("lastresortlatin") and DejaVu Sans Display has none."""
+    letters = "".join(real_media.LETTERS)
+    assert real_media._glyph_names_letters(MPL_FONTS / "DejaVuSans.ttf", letters)
+    assert not real_media._glyph_names_letters(MPL_FONTS / "LastResortHE-Regular.ttf", letters)
+    assert not real_media._glyph_names_letters(MPL_FONTS / "DejaVuSansDisplay.ttf", letters)
+
+
+def test_letter_glyph_fills_and_centres_its_square():
+    side = real_media.GLYPH_SIDE
+    glyphs = {letter: real_media.letter_glyph(MPL_FONTS / "DejaVuSerif.ttf", letter) for letter in real_media.LETTERS}
+    for letter, glyph in glyphs.items():
+        assert glyph.shape == (side, side) and 0 <= glyph.min() and glyph.max() == 1, letter
+        rows, cols = np.nonzero(glyph > 0.5)
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        # 0.85 of the side high, or 0.95 wide when the glyph is that wide (W); a pixel for anti-aliasing
+        assert abs(height - 0.85 * side) <= 2 or abs(width - 0.95 * side) <= 2, (letter, height, width)
+        assert abs((rows.min() + rows.max()) / 2 - side / 2) <= 2 and abs((cols.min() + cols.max()) / 2 - side / 2) <= 2
+    assert glyphs["O"][side // 2, side // 2] == 0 and glyphs["I"][side // 2, side // 2] > 0.5  # the letters' shapes
+    flat = np.array([g.ravel() for g in glyphs.values()])
+    assert min(np.abs(a - b).mean() for i, a in enumerate(flat) for b in flat[i + 1:]) > 0.05  # ten different glyphs
+    np.testing.assert_array_equal(glyphs["R"], real_media.letter_glyph(MPL_FONTS / "DejaVuSerif.ttf", "R"))
+
+
+def test_too_few_typeface_families_is_a_clear_error():
+    with pytest.raises(SystemExit, match="apt-get install.*--min_families"):
+        real_media.find_typefaces(min_families=10**6)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
+def test_letters_clips_are_seeded_and_listed_with_their_typeface(tmp_path):
+    """Ten tiny clips (one per letter), twice with the same seed: the same bytes and faces; the
+    manifest names each clip's typeface; a clip decodes to frames and speech over noise."""
+    from avlib.data.decode import decode_clip
+
+    def make(folder):
+        return real_media.generate(tmp_path / folder, clips_per_class=1, seconds=0.8, fps=8, size=48,
+                                   sample_rate=16000, seed=0, kind="letters", min_families=1)
+    first, second = make("a"), make("b")
+    rows = list(csv.DictReader(open(first)))
+    assert [r["label"] for r in rows] == list(real_media.LETTERS) and all(r["typeface"] for r in rows)
+    assert rows == list(csv.DictReader(open(second)))
+    for row in rows:
+        assert (first.parent / row["path"]).read_bytes() == (second.parent / row["path"]).read_bytes()
+    clip = decode_clip(first.parent / rows[0]["path"], fps=8, frame_size=48, sample_rate=16000)
+    assert clip.frames.shape[1:] == (48, 48, 3) and np.abs(clip.audio).max() > 0.3  # speech peak 0.5 over noise
+    assert real_media.default_background("letters") == "paper"

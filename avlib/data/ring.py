@@ -19,6 +19,11 @@ correctness.  Every yielded batch is the trainer's own copy, never a view of a s
 batches for as long as it likes.  Nothing changes in a single process (``num_workers=0``): the collate
 function is called as it is.
 
+Cost: shared memory for ``slots`` batches per worker, made once and held for the whole pass, where torch's
+hand-over holds at most its prefetch (2 batches per worker) at a time: 1.5x the shared memory at the
+defaults (``/dev/shm`` must hold ``workers x 3`` batches, e.g. 14 workers x 3 x 616 MB for 256 windows of 16
+112-px float frames).
+
 Use both halves together: ``DataLoader(..., collate_fn=SlotCollate(collate))`` (or the collate function
 of an iterable dataset) wrapped by :class:`SlotLoader`, which receives the batches.
 """
