@@ -57,7 +57,8 @@ class SlotMessage:
 
 
 class _WorkerSlots:
-    """One worker's slots: per slot, one shared tensor per batch field with room for ``capacity`` rows."""
+    """One worker's slots: per slot, one shared tensor per batch field, with room for the most rows a batch
+    has put in it (a larger batch remakes it)."""
 
     def __init__(self, slots: int):
         self.ring = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -164,7 +165,7 @@ class SlotLoader:
             return batch
         if message.flags is not None:  # a worker's first batch: its flags
             rings[message.ring] = (message.flags, message.flags.numpy(), {})
-        flags, flag_view, buffers = rings[message.ring]
+        _, flag_view, buffers = rings[message.ring]  # (the flags tensor is held there to keep it mapped)
         held = buffers.setdefault(message.slot, {})
         held.update(message.new_buffers)
         assert flag_view[message.slot] == 1, "a batch arrived in a slot its worker had not marked full"
