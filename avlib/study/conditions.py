@@ -45,6 +45,12 @@ the training clips at a fixed number of epochs).
   shared by its 9 runs (``random_init_cache``: the 9 start from the same weights and probe the same
   clips), ~8 h less over the 90 runs; the dataset is generated once (8.6 s per 100 clips with 2
   workers: ~45 min; a killed generation resumes) and its decoded cache takes ~15 GB.
+  **Its first run does not train** (``random``, 4096 keys, seed 0, ``reports/study/runs/dictionary_size``):
+  the cross-modal loss fell to 0.69 of a uniform guess by step 200, then rose to 0.98 by the end, and
+  the trained encoders probe far below their random init (video linear 11.7% against 44.6%, audio 27.8%
+  against 31.6%; chance 2%).  A comparison of samplers on encoders that training made worse says
+  nothing about CM-ACC's claim, so the schedule (2 epochs at the base's learning rate and warm-up)
+  must be made to train, and checked on one run, before the 90 runs are spent.
 * ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
   setting), for ``random``, ``active``, ``xid`` and ``robust_xid``: 36 units (~1.5 h).
 * ``subset_fraction``: 0.25, 0.5 and 1.0 of the training clips for ``random``, ``active`` and
