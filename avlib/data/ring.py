@@ -156,9 +156,12 @@ class SlotLoader:
         self.rings = {}  # new workers, new slots
         self.iterator = iter(self.loader)
         for batch in self.iterator:
-            yield self.receive(batch, self.rings)
+            yield self.receive(batch)
 
-    def receive(self, batch: dict, rings: dict) -> dict:
+    def receive(self, batch: dict, rings: dict | None = None) -> dict:
+        """``batch`` as the trainer's own tensors, its slot (if it came in one) freed; ``rings``: the workers'
+        slots mapped so far (default: this pass's, :attr:`rings`)."""
+        rings = self.rings if rings is None else rings
         message = batch.pop(SLOT_KEY, None) if isinstance(batch, dict) else None
         if message is None:
             self.batches_handed += 1

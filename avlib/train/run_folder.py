@@ -267,7 +267,7 @@ def shared_random_init_path(cfg: PretrainConfig, model: torch.nn.Module) -> Path
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", copy=True).contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     inputs = {k: v for k, v in result_parameters(cfg).items()
               if k not in TRAINING_ONLY and not k.startswith("active_")}
     digest.update(json.dumps({"parameters": inputs, "device": cfg.device}, sort_keys=True, default=str).encode())
