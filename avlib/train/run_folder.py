@@ -43,8 +43,10 @@ RESUMABLE_CHANGES = {"resume", "progress", "num_workers", "probe", "device", "np
                      "compile", "tensorboard", "random_init_cache"}
 #: parameters that change what a run trains but neither its encoders at random init nor what its probes
 #: read: runs that differ only in these (and in their folder) share one random-init baseline (the study's
-#: dictionary_size runs: the sampler, the dictionary, the active selection)
-TRAINING_ONLY = {"run_dir", "sampler", "dictionary_size"}
+#: dictionary_size runs: the sampler, the dictionary, the active selection; and the optimisation, which
+#: acts only through the updates the baseline precedes)
+TRAINING_ONLY = {"run_dir", "sampler", "dictionary_size", "momentum", "temperature", "lr", "weight_decay",
+                 "warmup_steps", "epochs", "max_steps", "shuffle_bn", "key_bn_groups", "objective", "intra_weight"}
 
 
 def checkpoint_path(run_dir: str | Path, name: str = CHECKPOINT) -> Path:
