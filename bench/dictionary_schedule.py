@@ -1,0 +1,101 @@
+"""Which schedule makes the study's ``dictionary_size`` condition train: the table of the checks.
+
+Why: the condition's first run (``cross``, 2 epochs of 18,000 clips of 50 classes) made its encoders
+worse than their random init.  Before 90 runs are spent on a comparison of dictionaries, the schedule
+must be shown to train, and what failed must stay on record.  This script reads finished or stopped
+``python -m avlib.train`` run folders and writes, per run, what it changed against the condition's
+first run and how its training went:
+
+* ``L/U``: the loss over a uniform guess over the dictionary (``uniform_loss``, ln(K + 1) for K keys),
+  as a 50-step running mean: 1 is no better than chance;
+* the video dictionary's effective rank and mean pairwise cosine: a collapsed encoder fills its
+  dictionary with near-identical keys (rank falls, cosine rises);
+* the linear probes of the trained encoders against the same encoders at random init, where the run
+  probed (``summary.json``).
+
+Usage (each run folder as made by ``python -m avlib.train ... --run_dir DIR``; the first is the
+reference every other is described against)::
+
+    python bench/dictionary_schedule.py REFERENCE RUN... --out reports/study/dictionary_size_schedule.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+
+#: parameters that say what a check changed (the folder and bookkeeping left out)
+IGNORED = {"run_dir", "probe", "tensorboard", "progress", "random_init_cache", "monitor_every", "monitor_clips",
+           "num_workers", "resume"}
+WINDOW = 50  # steps of the running mean of L/U
+
+
+def read_rows(run: Path) -> list[dict]:
+    path = run / "metrics.csv"
+    if not path.is_file():
+        raise SystemExit(f"{run}: no metrics.csv (expected a run folder of python -m avlib.train)")
+    return list(csv.DictReader(path.open()))
+
+
+def changes(reference: dict, config: dict) -> str:
+    differ = sorted(k for k in set(reference) | set(config) if k not in IGNORED and reference.get(k) != config.get(k))
+    return ", ".join(f"{k}={config.get(k)}" for k in differ) or "(the reference)"
+
+
+def describe(run: Path, reference_config: dict) -> dict:
+    rows = read_rows(run)
+    config = json.loads((run / "config.json").read_text())
+    ratio = [float(r["loss"]) / float(r["uniform_loss"]) for r in rows]
+    smooth = [statistics.mean(ratio[max(0, i - WINDOW // 2): i + WINDOW // 2]) for i in range(len(ratio))]
+    best = min(range(len(smooth)), key=smooth.__getitem__)
+    summary_path = run / "summary.json"  # written when a run ends; its probes only where it probed
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    probes = summary if summary is not None and "probe" in summary else None
+
+    def at(step: int, key: str) -> float:
+        return float(rows[min(step, len(rows) - 1)][key])
+
+    def probe(modality: str) -> str:
+        if probes is None:
+            return "–"
+        trained, init = probes["probe"][modality]["linear"], probes["probe_random_init"][modality]["linear"]
+        return f"{100 * trained:.1f} vs {100 * init:.1f}"
+
+    return {"run": run.name, "changed": changes(reference_config, config), "sampler": config["sampler"],
+            "steps": f"{len(rows)}" + ("" if summary is not None else " (stopped)"),
+            "best": f"{smooth[best]:.2f} @ {best}", "last": f"{statistics.mean(ratio[-WINDOW:]):.2f}",
+            "rank": f"{at(300, 'video_dict_erank'):.0f} / {at(len(rows) - 1, 'video_dict_erank'):.0f}",
+            "cosine": f"{at(len(rows) - 1, 'video_dict_cosine'):.2f}",
+            "video": probe("video"), "audio": probe("audio")}
+
+
+def table(reference: Path, runs: list[Path]) -> str:
+    reference_config = json.loads((reference / "config.json").read_text())
+    lines = ["| run | changed against the reference | sampler | steps | min L/U @ step | L/U, last 50 "
+             "| video dict. rank @300 / last | cosine, last | video linear % (trained vs init) "
+             "| audio linear % |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in [reference, *runs]:
+        row = describe(run, reference_config)
+        lines.append("| " + " | ".join(row[k] for k in ("run", "changed", "sampler", "steps", "best", "last", "rank",
+                                                        "cosine", "video", "audio")) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("reference", type=Path, help="the condition's first run (what the others changed)")
+    parser.add_argument("runs", type=Path, nargs="+", help="the checks' run folders")
+    parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    args = parser.parse_args(argv)
+    text = table(args.reference, args.runs)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
