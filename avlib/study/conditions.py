@@ -297,7 +297,8 @@ CONDITIONS: dict[str, Condition] = {
     "redundancy": _sweep("redundancy", "clips per class of the embedded dataset (the dictionary keeps 256 keys)",
                          "clips_per_class", "cpc", (20, 40, 60, 120), ("random", "active"), focus=20),
     "dictionary_size": _sweep("dictionary_size",
-                              "keys per dictionary (50 classes x 600 clips, 2 epochs, objective joint)",
+                              "keys per dictionary (50 classes x 600 clips, 2 epochs, objective joint: why in "
+                              "reports/study/dictionary_size_schedule.md)",
                               "dictionary_size", "dict", (256, 1024, 4096), ("random", "active", "active_official"),
                               focus=4096, seeds=TEN_SEEDS, common=DICTIONARY_DATASET, per_level=_official_pool),
     "faulty_pair_rate": _sweep("faulty_pair_rate", "share of clips whose audio is another clip's (faulty positives)",
