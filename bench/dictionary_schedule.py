@@ -11,7 +11,10 @@ first run and how its training went:
 * the video dictionary's effective rank and mean pairwise cosine: a collapsed encoder fills its
   dictionary with near-identical keys (rank falls, cosine rises);
 * the linear probes of the trained encoders against the same encoders at random init, where the run
-  probed (``summary.json``).
+  probed (``summary.json``);
+* where the run logged them, the video-to-audio loss over chance and the intra-modal video ``top1``
+  (two windows of one clip), best and last of their 50-step means from step 100 on: a schedule that
+  trains and then declines shows a last value well past its best.
 
 Usage (each run folder as made by ``python -m avlib.train ... --run_dir DIR``; the first is the
 reference every other is described against)::
@@ -55,6 +58,17 @@ def describe(run: Path, reference_config: dict) -> dict:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     probes = summary if summary is not None and "probe" in summary else None
 
+    def windows(key: str, over=None) -> list[float]:
+        """50-step means of ``key`` (divided by ``over``), from step 100 on (the dictionary is full)."""
+        value = [float(r[key]) / (float(r[over]) if over else 1.0) for r in rows]
+        return [statistics.mean(value[i:i + WINDOW]) for i in range(100, len(value) - WINDOW + 1, WINDOW)]
+
+    def best_then_last(key: str, over=None, best=min) -> str:
+        if key not in rows[0] or len(rows) < 100 + WINDOW:
+            return "–"
+        means = windows(key, over)
+        return f"{best(means):.2f} → {means[-1]:.2f}"
+
     def at(step: int, key: str) -> float:
         return float(rows[min(step, len(rows) - 1)][key])
 
@@ -69,18 +83,21 @@ def describe(run: Path, reference_config: dict) -> dict:
             "best": f"{smooth[best]:.2f} @ {best}", "last": f"{statistics.mean(ratio[-WINDOW:]):.2f}",
             "rank": f"{at(300, 'video_dict_erank'):.0f} / {at(len(rows) - 1, 'video_dict_erank'):.0f}",
             "cosine": f"{at(len(rows) - 1, 'video_dict_cosine'):.2f}",
-            "video": probe("video"), "audio": probe("audio")}
+            "video": probe("video"), "audio": probe("audio"),
+            "v2a": best_then_last("v2a_loss", "uniform_loss"),
+            "intra": best_then_last("intra_video_top1", best=max)}
 
 
 def table(reference: Path, runs: list[Path]) -> str:
     reference_config = json.loads((reference / "config.json").read_text())
     lines = ["| run | changed against the reference | sampler | steps | min L/U @ step | L/U, last 50 "
              "| video dict. rank @300 / last | cosine, last | video linear % (trained vs init) "
-             "| audio linear % |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| audio linear % | v2a L/U, best → last | intra video top1, best → last |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in [reference, *runs]:
         row = describe(run, reference_config)
         lines.append("| " + " | ".join(row[k] for k in ("run", "changed", "sampler", "steps", "best", "last", "rank",
-                                                        "cosine", "video", "audio")) + " |")
+                                                        "cosine", "video", "audio", "v2a", "intra")) + " |")
     return "\n".join(lines)
 
 

@@ -23,6 +23,8 @@ def test_two_orthogonal_pairs_by_hand():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert diag["pos_sim"] == pytest.approx(1.0)
     assert diag["neg_sim"] == pytest.approx(0.0)
+    assert diag["batch_neg_sim"] == pytest.approx(0.0)
+    assert math.isnan(diag["queue_neg_sim"])  # no queue: no dictionary negatives to average
     assert diag["top1"] == 1.0
 
 
@@ -36,6 +38,9 @@ def test_queue_negatives_enter_the_denominator():
     loss1 = -math.log(math.e / (math.e + 1 + 1))
     assert loss.item() == pytest.approx((loss0 + loss1) / 2, rel=1e-6)
     assert diag["neg_sim"] == pytest.approx((0 + 0 - 1 + 0) / 4)
+    # the fresh (in-batch) negatives apart from the dictionary's: q0.k1 = q1.k0 = 0; q0.queue = -1, q1.queue = 0
+    assert diag["batch_neg_sim"] == pytest.approx(0.0)
+    assert diag["queue_neg_sim"] == pytest.approx(-0.5)
 
 
 def test_mask_removes_a_negative_and_all_masked_queue_equals_no_queue():

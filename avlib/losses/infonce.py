@@ -32,7 +32,8 @@ def info_nce(
         positive_offset: row of ``batch_keys`` holding query 0's positive.
 
     Returns:
-        The mean loss over queries, and diagnostics: mean positive / negative cosine similarity,
+        The mean loss over queries, and diagnostics: mean positive / negative cosine similarity (the
+        negatives also split into the batch's fresh keys, ``batch_neg_sim``, and the queue's, ``queue_neg_sim``),
         the top-1 accuracy of picking the positive, and ``uniform_loss``: the loss of a uniform guess
         over the candidates each query sees, mean over queries of ln(G + unmasked queue keys) -- the
         level a loss that has learned nothing stays at (it grows as the queue fills).
@@ -59,9 +60,15 @@ def info_nce(
             negatives.append(queue_sim[~queue_mask] if queue_mask is not None else queue_sim.flatten())
         negative = torch.cat(negatives)
         candidates = torch.isfinite(logits).sum(dim=1)  # (B,) unmasked columns: G + unmasked queue keys
+        # the fresh negatives (this step's keys) apart from the dictionary's (keys of earlier steps): a query
+        # far less similar to the dictionary's keys than to the fresh ones tells old keys from new by when
+        # they were made, a shortcut that lowers the loss without learning what a clip holds
+        fresh, stale = negatives[0], (negatives[1] if len(negatives) > 1 else negatives[0][:0])
         diagnostics = {
             "pos_sim": positive.mean().item(),
             "neg_sim": negative.mean().item() if negative.numel() else float("nan"),
+            "batch_neg_sim": fresh.mean().item() if fresh.numel() else float("nan"),
+            "queue_neg_sim": stale.mean().item() if stale.numel() else float("nan"),
             "top1": (logits.argmax(dim=1) == targets).float().mean().item(),
             "uniform_loss": candidates.double().log().mean().item(),
         }

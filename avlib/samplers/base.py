@@ -258,6 +258,8 @@ class QueueSampler(Sampler):
             "a2v_loss": a2v_loss.item(),
             "pos_sim": 0.5 * (v2a["pos_sim"] + a2v["pos_sim"]),
             "neg_sim": 0.5 * (v2a["neg_sim"] + a2v["neg_sim"]),
+            "batch_neg_sim": 0.5 * (v2a["batch_neg_sim"] + a2v["batch_neg_sim"]),
+            "queue_neg_sim": 0.5 * (v2a["queue_neg_sim"] + a2v["queue_neg_sim"]),
             "top1": 0.5 * (v2a["top1"] + a2v["top1"]),
             "uniform_loss": 0.5 * (v2a["uniform_loss"] + a2v["uniform_loss"]),
         }
