@@ -19,7 +19,10 @@ first run and how its training went:
 Usage (each run folder as made by ``python -m avlib.train ... --run_dir DIR``; the first is the
 reference every other is described against)::
 
-    python bench/dictionary_schedule.py REFERENCE RUN... --out reports/study/dictionary_size_schedule.md
+    python bench/dictionary_schedule.py REFERENCE RUN... [--staleness RUN...]
+
+``--staleness`` adds, per run, the queries' similarity to their positive, to the batch's fresh negatives
+and to the dictionary's older ones over the steps (runs that log ``batch_neg_sim`` / ``queue_neg_sim``).
 """
 
 from __future__ import annotations
@@ -101,13 +104,35 @@ def table(reference: Path, runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def staleness(run: Path, every: int = 100) -> str:
+    """Per ``every`` steps (means over the first 50 of them): the learning rate, and the queries' cosine with
+    their positive, with the batch's other (fresh) keys and with the dictionary's (older) keys.  A query
+    no closer to its positive than to the fresh negatives has learned nothing about its clip; if it is
+    still far from the dictionary's keys, the loss falls only because old keys differ from new ones."""
+    rows = read_rows(run)
+    if "queue_neg_sim" not in rows[0]:
+        raise SystemExit(f"{run}: metrics.csv has no queue_neg_sim (runs made before the fresh/stale split)")
+    lines = [f"{run.name}:", "", "| steps | lr | positive | fresh negatives (batch) | dictionary negatives | top1 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for begin in range(0, len(rows), every):
+        window = rows[begin:begin + WINDOW]
+
+        def mean(key: str) -> float:
+            return statistics.mean(float(r[key]) for r in window if r[key] not in ("", "nan"))
+        lines.append(f"| {begin}-{begin + len(window) - 1} | {mean('lr'):.5f} | {mean('pos_sim'):.2f} | "
+                     f"{mean('batch_neg_sim'):.2f} | {mean('queue_neg_sim'):.2f} | {mean('top1'):.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("reference", type=Path, help="the condition's first run (what the others changed)")
     parser.add_argument("runs", type=Path, nargs="+", help="the checks' run folders")
     parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    parser.add_argument("--staleness", type=Path, nargs="*", default=[],
+                        help="runs whose positive / fresh / dictionary similarities to tabulate over the steps")
     args = parser.parse_args(argv)
-    text = table(args.reference, args.runs)
+    text = "\n\n".join([table(args.reference, args.runs), *(staleness(run) for run in args.staleness)])
     if args.out:
         args.out.write_text(text + "\n")
     print(text)
