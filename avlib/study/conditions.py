@@ -59,8 +59,9 @@ the training clips at a fixed number of epochs).
   are less similar (down to -0.15, ``queue_neg_sim``), and as the learning rate decays and the encoders
   stop drifting it climbs back to chance.  At the base, where each clip recurs every 11 steps, the
   positive pulls ahead (0.66 against 0.16 fresh at the end).  Comparing samplers here would compare
-  how they play that shortcut.  The axis needs each clip seen many times (~20 epochs at the base:
-  ~11,000 steps a run, ~1.6 h on one core, minutes on a GPU) and a check that ``pos_sim`` pulls ahead
+  how they play that shortcut.  The axis needs each clip seen many times (at the base the positive
+  pulls ahead within 10-20 epochs: 5,600-11,200 steps a run here, 0.8-1.6 h on one core, minutes on a
+  GPU) and a check that ``pos_sim`` pulls ahead
   of ``batch_neg_sim``.  The checks, their runs and numbers: ``reports/study/dictionary_size_schedule.md``;
   the 4 study runs made on this schedule are kept and reported.
 * ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
