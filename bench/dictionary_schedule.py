@@ -33,9 +33,8 @@ import json
 import statistics
 from pathlib import Path
 
-#: parameters that say what a check changed (the folder and bookkeeping left out)
-IGNORED = {"run_dir", "probe", "tensorboard", "progress", "random_init_cache", "monitor_every", "monitor_clips",
-           "num_workers", "resume"}
+from avlib.study.run import same_run_parameters
+
 WINDOW = 50  # steps of the running mean of L/U
 
 
@@ -47,7 +46,9 @@ def read_rows(run: Path) -> list[dict]:
 
 
 def changes(reference: dict, config: dict) -> str:
-    differ = sorted(k for k in set(reference) | set(config) if k not in IGNORED and reference.get(k) != config.get(k))
+    """The result-changing parameters (the study's rule: ``same_run_parameters``) where ``config`` differs."""
+    reference, config = same_run_parameters(reference), same_run_parameters(config)
+    differ = sorted(k for k in set(reference) | set(config) if reference.get(k) != config.get(k))
     return ", ".join(f"{k}={config.get(k)}" for k in differ) or "(the reference)"
 
 

@@ -55,23 +55,19 @@ def info_nce(
     with torch.no_grad():
         is_positive = F.one_hot(targets, batch_sim.shape[1]).bool()  # (B, G)
         positive = batch_sim[is_positive]
-        negatives = [batch_sim[~is_positive]]
-        if queue_sim.numel():
-            negatives.append(queue_sim[~queue_mask] if queue_mask is not None else queue_sim.flatten())
-        negative = torch.cat(negatives)
+        # the fresh negatives (this step's keys) apart from the dictionary's (keys of earlier steps, none without
+        # a queue): a query far less similar to the dictionary's keys than to the fresh ones tells old keys from
+        # new by when they were made, a shortcut that lowers the loss without learning what a clip holds
+        fresh = batch_sim[~is_positive]
+        stale = queue_sim[~queue_mask] if queue_mask is not None else queue_sim.flatten()
         candidates = torch.isfinite(logits).sum(dim=1)  # (B,) unmasked columns: G + unmasked queue keys
-        # the fresh negatives (this step's keys) apart from the dictionary's (keys of earlier steps): a query
-        # far less similar to the dictionary's keys than to the fresh ones tells old keys from new by when
-        # they were made, a shortcut that lowers the loss without learning what a clip holds
-        fresh, stale = negatives[0], (negatives[1] if len(negatives) > 1 else negatives[0][:0])
-        diagnostics = {
-            "pos_sim": positive.mean().item(),
-            "neg_sim": negative.mean().item() if negative.numel() else float("nan"),
-            "batch_neg_sim": fresh.mean().item() if fresh.numel() else float("nan"),
-            "queue_neg_sim": stale.mean().item() if stale.numel() else float("nan"),
-            "top1": (logits.argmax(dim=1) == targets).float().mean().item(),
-            "uniform_loss": candidates.double().log().mean().item(),
-        }
+        # one host sync for every diagnostic (the mean of an empty set is nan)
+        values = torch.stack([positive.mean().double(), torch.cat([fresh, stale]).mean().double(),
+                              fresh.mean().double(), stale.mean().double(),
+                              (logits.argmax(dim=1) == targets).double().mean(),
+                              candidates.double().log().mean()]).tolist()
+        diagnostics = dict(zip(("pos_sim", "neg_sim", "batch_neg_sim", "queue_neg_sim", "top1", "uniform_loss"),
+                               values))
     return loss, diagnostics
 
 
