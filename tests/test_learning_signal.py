@@ -1,8 +1,11 @@
-"""learning_signal: the loss against a uniform guess's, the warning's rule, and the two runs that show it
-fires when nothing can be learned (audio shuffled across clips every step) and not on the main job."""
+"""learning_signal: the loss against a uniform guess's and the positive's margin over the fresh negatives, the
+warning's rule, the two runs that show it fires when nothing can be learned (audio shuffled across clips every
+step) and not on the main job, and the recorded runs where the loss fell below chance by the keys' age alone."""
 
+import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +16,10 @@ from avlib.analysis.plots import plot_training_curves
 from avlib.config import PretrainConfig
 from avlib.data.dataset import collate
 from avlib.train import pretrain, read_metrics
-from avlib.train.learning_signal import (RATIO_THRESHOLD, LearningSignalMonitor, NoLearningSignal, first_warning,
-                                         learning_signal_summary)
+from avlib.train.learning_signal import (MARGIN_THRESHOLD, RATIO_THRESHOLD, LearningSignalMonitor, NoLearningSignal,
+                                         first_warning, learning_signal_summary)
+
+SCHEDULE_CHECKS = Path(__file__).resolve().parents[1] / "reports" / "study" / "dictionary_size_schedule"
 
 
 def rows_with(ratios: list[float], uniform: float = 4.0, objective: str = "cross") -> list[dict]:
@@ -50,6 +55,58 @@ def test_joint_checks_the_cross_modal_column_and_intra_its_own():
     summary = learning_signal_summary(intra, 10, 100, "intra")
     assert summary["learning_signal"] == pytest.approx(0.5) and summary["learning_signal_check"]["warned"] is False
     assert summary["learning_signal_check"]["loss_column"] == "intra_loss"
+
+
+def with_margins(rows: list[dict], margins: list[float], positive: float = 0.4) -> list[dict]:
+    """``rows`` with ``pos_sim`` = ``positive`` and ``batch_neg_sim`` = ``positive - margin`` at each step."""
+    return [{**row, "pos_sim": positive, "batch_neg_sim": positive - margin} for row, margin in zip(rows, margins)]
+
+
+def test_a_loss_below_chance_with_the_positive_no_closer_than_the_fresh_negatives_warns():
+    low_loss = rows_with([0.7] * 100)  # the ratio alone passes
+    assert first_warning(low_loss, 10, 100, "cross") is None  # no margin columns: the ratio decides alone
+    tied = first_warning(with_margins(low_loss, [0.0] * 100), 10, 100, "cross")
+    assert tied["step"] == 29 and tied["margin"] == pytest.approx(0.0)
+    assert "no closer to its own clip's key" in tied["message"] and "when they were made" in tied["message"]
+    assert first_warning(with_margins(low_loss, [0.05] * 100), 10, 100, "cross") is None  # ahead: learns
+    below = first_warning(with_margins(low_loss, [MARGIN_THRESHOLD - 0.002] * 100), 10, 100, "cross")  # either side
+    assert below is not None and first_warning(with_margins(low_loss, [MARGIN_THRESHOLD + 0.002] * 100), 10, 100,
+                                            "cross") is None
+    # the epoch's mean decides, and a NaN step (a batch of one clip) is left out of it
+    assert first_warning(with_margins(low_loss, ([0.0] * 5 + [0.04] * 5) * 10), 10, 100, "cross") is None
+    assert first_warning(with_margins(low_loss, ([math.nan] * 5 + [0.04] * 5) * 10), 10, 100, "cross") is None
+    joint = with_margins(rows_with([0.7] * 100, objective="joint"), [0.0] * 100)
+    assert first_warning(joint, 10, 100, "joint")["step"] == 29
+    intra = with_margins(rows_with([0.5] * 100, objective="intra"), [0.0] * 100)  # no cross-modal term: no margin
+    assert first_warning(intra, 10, 100, "intra") is None
+    assert learning_signal_summary(intra, 10, 100, "intra")["positive_margin"] is None
+    summary = learning_signal_summary(with_margins(low_loss, [0.0] * 90 + [0.3] * 10), 10, 100, "cross")
+    assert summary["positive_margin"] == pytest.approx(0.3) and summary["learning_signal_check"]["warned_at_step"] == 29
+    # a loss above chance warns with the ratio's message whatever the margin
+    assert "loss's mean over the last epoch" in first_warning(with_margins(rows_with([1.0] * 100), [0.2] * 100),
+                                                              10, 100, "cross")["message"]
+
+
+def recorded(run: str) -> tuple[list[dict], int, int]:
+    """(metrics rows, steps per epoch, steps) of a committed schedule check (reports/study/dictionary_size_schedule)."""
+    folder = SCHEDULE_CHECKS / run
+    rows = read_metrics(folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    return rows, summary["steps_per_epoch"], summary["steps"]
+
+
+def test_the_rule_on_recorded_runs_flags_the_staleness_shortcut_and_passes_the_base():
+    # dictionary_size's condition, cross, 1 epoch: the loss fell to 0.7 of chance with the positive tied to the
+    # fresh negatives (the keys told apart by age).  The ratio alone never fired; the margin does, at its first check.
+    rows, per_epoch, steps = recorded("cross_random_dict4096_seed0_epochs1_drift")
+    no_margin = [{k: v for k, v in row.items() if k != "batch_neg_sim"} for row in rows]
+    assert first_warning(no_margin, per_epoch, steps, "cross") is None
+    fired = first_warning(rows, per_epoch, steps, "cross")
+    assert fired is not None and abs(fired["margin"]) < 0.002 and fired["ratio"] < RATIO_THRESHOLD
+    # the study's base (360 clips, 60 epochs): learns, no warning, the positive ahead by ~0.5 at the end
+    rows, per_epoch, steps = recorded("cross_random_base_seed0_drift")
+    assert first_warning(rows, per_epoch, steps, "cross") is None
+    assert learning_signal_summary(rows, per_epoch, steps, "cross")["positive_margin"] > 0.4
 
 
 def test_the_monitor_warns_once_where_the_rule_fires_and_not_again_after_a_resume():
@@ -114,6 +171,8 @@ def test_a_run_whose_audio_is_shuffled_across_clips_warns(tmp_path, monkeypatch)
     first_check = next(done for done in range(math.ceil(0.3 * steps), steps + 1) if done % per_epoch == 0)
     assert check["warned"] and check["warned_at_step"] == first_check - 1  # at the first check
     assert summary["learning_signal"] > RATIO_THRESHOLD
+    # no clip's audio belongs to its video: its positive is as close as the fresh negatives (measured 0.0003)
+    assert abs(summary["positive_margin"]) < MARGIN_THRESHOLD
 
 
 @pytest.mark.slow
@@ -125,6 +184,7 @@ def test_the_main_jobs_configuration_shrunk_learns_and_does_not_warn(tmp_path):
     assert not [w for w in caught if w.category is NoLearningSignal], [str(w.message) for w in caught]
     assert summary["sampler"] == "active" and not summary["learning_signal_check"]["warned"]
     assert summary["learning_signal"] < 0.8  # it learns: clearly below a uniform guess
+    assert summary["positive_margin"] > 10 * MARGIN_THRESHOLD  # the positive well ahead (measured 0.27)
     last_epoch = read_metrics(cfg.run_dir)[-summary["steps_per_epoch"]:]
     chance = 1 / math.exp(last_epoch[-1]["uniform_loss"])  # a uniform guess's top-1
     assert sum(r["top1"] for r in last_epoch) / len(last_epoch) > 5 * chance
