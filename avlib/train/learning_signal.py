@@ -31,10 +31,11 @@ So the check has a second test, where the loss logs them (the MoCo-style sampler
 ``batch_neg_sim``, cosines averaged over both directions): the **positive margin**, the mean over the
 last epoch of ``pos_sim - batch_neg_sim``, must exceed :data:`MARGIN_THRESHOLD` = 0.01.  Fresh keys and
 the positive come from the same key encoder at the same step, so no staleness can separate them: only
-what the clips hold can.  Measured (last-epoch or 30%-of-run means): that condition's runs 0.0001 and
-0.0009 from 30% of their steps to their end (per-step sd 0.003); the study's base (360 clips, 60
-epochs) 0.105 at 30% and 0.497 at its end; 50 classes x 12 clips 0.071 and 0.311; 3,600 clips for 6
-epochs, a slow learner, 0.018 and 0.125 (all ``cross``, ``random``, seed 0).
+what the clips hold can.  Measured, as means over 25-35% of a run's steps and over its last 10%: that
+condition's runs (1 epoch, ``cross`` seed 0 and ``joint`` seed 5) 0.0001 and -0.0006, then 0.0001 and
+0.0009 (per-step sd 0.003); the study's base (360 clips, 60 epochs) 0.105, then 0.497; 50 classes x 12
+clips 0.071, then 0.311; 3,600 clips for 6 epochs, a slow learner, 0.022, then 0.141 (``cross`` and
+``random`` unless said).
 """
 
 from __future__ import annotations
