@@ -19,8 +19,10 @@ first run and how its training went:
 Usage (each run folder as made by ``python -m avlib.train ... --run_dir DIR``; the first is the
 reference every other is described against)::
 
-    python bench/dictionary_schedule.py REFERENCE RUN... [--staleness RUN...]
+    python bench/dictionary_schedule.py REFERENCE RUN... [--staleness RUN...] [--onset RUN...]
 
+``--onset`` adds one table: per run its size (clips a pass, classes, keys) and the step at which its positive
+pulled ahead of the fresh negatives, i.e. what a run needs before its cross-modal term learns.
 ``--staleness`` adds, per run, the queries' similarity to their positive, to the batch's fresh negatives
 and to the dictionary's older ones over the steps (runs that log ``batch_neg_sim`` / ``queue_neg_sim``).
 """
@@ -125,6 +127,43 @@ def staleness(run: Path, every: int = 100) -> str:
     return "\n".join(lines)
 
 
+#: the positive margin (pos_sim - batch_neg_sim, a 50-step mean) that counts as "the positive pulled ahead"
+ONSET_MARGIN = 0.1
+
+
+def onset(runs: list[Path]) -> str:
+    """Per run: its size (training clips a pass, from its steps per epoch; classes; keys), and the first step
+    at which the positive pulled ahead of the fresh negatives (50-step mean of ``pos_sim - batch_neg_sim``
+    above :data:`ONSET_MARGIN`) and at which ``top1`` passed twice a guess among the batch's fresh keys
+    (2 / batch size), with the epoch it fell in; then both at the run's end.  Why: it tells passes over each
+    clip, classes and dictionary size apart as what a run needs before its cross-modal term learns."""
+    lines = ["| run | clips a pass (steps an epoch x batch) | classes | keys | objective | steps (epochs) | "
+             f"margin > {ONSET_MARGIN} from step (epoch) | top1 > 2/batch from step (epoch) | margin, last 50 | "
+             "top1, last 50 |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        rows = read_rows(run)
+        config = json.loads((run / "config.json").read_text())
+        if "batch_neg_sim" not in rows[0]:
+            raise SystemExit(f"{run}: metrics.csv has no batch_neg_sim (runs made before the fresh/stale split)")
+        margin = [float(r["pos_sim"]) - float(r["batch_neg_sim"]) for r in rows]
+        top1 = [float(r["top1"]) for r in rows]
+        epoch = [int(float(r["epoch"])) for r in rows]
+        per_epoch = epoch.count(0)
+        planned = config["epochs"] * per_epoch if config.get("max_steps") is None else config["max_steps"]
+
+        def first(values: list[float], above: float) -> str:
+            for end in range(WINDOW, len(values) + 1):
+                if statistics.mean(values[end - WINDOW:end]) > above:
+                    return f"{end} ({epoch[end - 1] + 1})"
+            return "never"
+        stopped = "" if (run / "summary.json").is_file() else f" of {planned}, stopped"
+        lines.append(f"| {run.name} | {per_epoch * config['batch_size']} | {config['num_classes']} | "
+                     f"{config['dictionary_size']} | {config['objective']} | {len(rows)}{stopped} ({epoch[-1] + 1}) | "
+                     f"{first(margin, ONSET_MARGIN)} | {first(top1, 2 / config['batch_size'])} | "
+                     f"{statistics.mean(margin[-WINDOW:]):.3f} | {statistics.mean(top1[-WINDOW:]):.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("reference", type=Path, help="the condition's first run (what the others changed)")
@@ -132,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
     parser.add_argument("--staleness", type=Path, nargs="*", default=[],
                         help="runs whose positive / fresh / dictionary similarities to tabulate over the steps")
+    parser.add_argument("--onset", type=Path, nargs="*", default=[],
+                        help="runs whose step of the positive pulling ahead to tabulate with their size")
     args = parser.parse_args(argv)
-    text = "\n\n".join([table(args.reference, args.runs), *(staleness(run) for run in args.staleness)])
+    text = "\n\n".join([table(args.reference, args.runs), *(staleness(run) for run in args.staleness),
+                         *([onset(args.onset)] if args.onset else [])])
     if args.out:
         args.out.write_text(text + "\n")
     print(text)

@@ -1,5 +1,6 @@
 """``bench/dictionary_schedule.py``: the table of the schedule checks says what each run changed, how close
-to chance its loss came and went, whether its dictionary collapsed, and its probes where it probed."""
+to chance its loss came and went, whether its dictionary collapsed, and its probes where it probed; the onset
+table says when each run's positive pulled ahead of the fresh negatives."""
 
 import csv
 import importlib.util
@@ -65,3 +66,27 @@ def test_table_reads_changes_chance_collapse_and_probes(tmp_path):
     cells = [cell.strip() for cell in joint_row.strip("|").split("|")]
     assert cells[1] == "objective=joint"
     assert cells[10:] == ["0.70 → 1.10", "0.40 → 0.10"]
+
+
+def test_onset_finds_where_the_positive_pulls_ahead_and_says_never_where_it_does_not(tmp_path):
+    steps, per_epoch = 300, 10
+    config = {"sampler": "random", "batch_size": 32, "num_classes": 10, "dictionary_size": 256, "objective": "cross",
+              "epochs": 30, "max_steps": None}
+    # the margin is 0 to step 149, then 0.3; top1 is 0.01 to step 199, then 0.2
+    ahead = [0.0 if step < 150 else 0.3 for step in range(steps)]
+    columns = lambda margin, top1: {"epoch": [step // per_epoch for step in range(steps)], "pos_sim": [0.5] * steps,
+                                    "batch_neg_sim": [0.5 - m for m in margin], "top1": top1}
+    learns = make_run(tmp_path / "learns", config, [0.8] * steps, [30.0] * steps,
+                      extra=columns(ahead, [0.01 if step < 200 else 0.2 for step in range(steps)]))
+    tied = make_run(tmp_path / "tied", {**config, "dictionary_size": 4096}, [0.7] * 120, [30.0] * 120, ended=False,
+                    extra={k: v[:120] for k, v in columns([0.0] * steps, [0.01] * steps).items()})
+    lines = dictionary_schedule.onset([learns, tied]).splitlines()
+    learns_row = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    # first window end n (steps 0..n-1) with a mean above 0.1: (n - 150) * 0.3 / 50 > 0.1 -> n - 150 > 16.7 -> n = 167
+    assert learns_row[1:5] == ["320", "10", "256", "cross"]
+    assert learns_row[5] == "300 (30)" and learns_row[6] == "167 (17)"
+    # top1 over 2/32 = 0.0625: (n - 200) * 0.2 + (50 - (n - 200)) * 0.01 > 3.125 -> n - 200 > 13.8 -> n = 214
+    assert learns_row[7] == "214 (22)" and learns_row[8:] == ["0.300", "0.200"]
+    tied_row = [cell.strip() for cell in lines[3].strip("|").split("|")]
+    assert tied_row[3] == "4096" and tied_row[5] == "120 of 300, stopped (12)"
+    assert tied_row[6:8] == ["never", "never"] and tied_row[8] == "0.000"

@@ -31,39 +31,38 @@ the training clips at a fixed number of epochs).
   1024 and 4096 keys for ``random``, ``active`` and ``active_official``, on the embedded dataset at
   its largest, 50 classes x 600 clips (18,000 training clips: the largest dictionary holds 23% of
   them, 1024 keys 5.7%, 256 keys 1.4%; at the base, 256 keys are 71% of 360 clips and a random queue
-  repeats clips).  2 epochs (1124 steps, 1.7x the base's 660): each training clip is seen twice, so
-  the dictionary never holds stale copies of a clip.  ``active_official``'s pool holds 10/3 as many
-  keys as the dictionary, as the official code's ``init_dict`` fills 10 batches of pool against 3
-  of dictionary (``active_pool_factor`` = ceil(10/3 x size / batch) = 27, 107, 427 batches).  Its
-  cost, estimated: a random step at 2 jobs is 531 ms (``sources`` at 1, ``mean_step_s``), the
-  official selection 11.1 ms a step over a 4-batch pool (``mean_select_s``); timed alone on random
+  repeats clips), objective ``joint`` (the cross-modal loss plus the intra-modal one, each with
+  ``dictionary_size`` keys; the sampler fills only the cross-modal dictionaries, the intra-modal ones
+  stay FIFO in every arm).  ``active_official``'s pool holds 10/3 as many keys as the dictionary, as
+  the official code's ``init_dict`` fills 10 batches of pool against 3 of dictionary
+  (``active_pool_factor`` = ceil(10/3 x size / batch) = 27, 107, 427 batches).
+  **20 epochs (11,240 steps).**  The first schedule, 2 epochs (1124 steps, each clip seen twice), did
+  not train: its cross-modal term learned when a key was made, not what a clip holds.  A query stayed
+  exactly as similar to its own clip's key as to the batch's other fresh keys (``pos_sim`` =
+  ``batch_neg_sim``, 0.24-0.32), the loss fell only because the dictionary's older keys were less
+  similar, and climbed back to chance as the learning rate decayed; with ``cross`` alone the keys
+  collapsed (video linear 11.7% against 44.6% at random init) under every variation tried.  When does
+  the positive pull ahead of the fresh negatives (a 50-step mean of ``pos_sim - batch_neg_sim`` above
+  0.1; ``bench/dictionary_schedule.py --onset``)?  At the base (352 clips a pass, 256 keys) at step
+  218; with 50 classes of 320 clips a pass at 252; at 3,584 clips a pass (10 classes) at 426 with
+  256 keys and 805 with 2,048; in this condition's data at 4096 keys (``joint``, ``random``, seed 0)
+  at step 2,169 of the 20-epoch schedule, while its learning rate is still near its peak.  The 2-epoch
+  schedule's rate had decayed by then.  So a pass over more clips, and a larger dictionary, each
+  delay when cross-modal learning starts; the classes do not.  Every run's ``summary.json`` now has
+  ``positive_margin`` and warns when it stays at or below 0.01 (``avlib.train.learning_signal``).
+  The checks, their runs and numbers: ``reports/study/dictionary_size_schedule.md``.
+  Cost at 2 jobs on the 2-core machine: a random step is 531 ms (``sources`` at 1, ``mean_step_s``),
+  the official selection 11.1 ms a step over a 4-batch pool (``mean_select_s``); timed alone on random
   embeddings (``key_grad`` + ``lloyd_nearest``, one thread, two modalities), the selection costs 33 ms
   at the 4-batch pool, 75, 563 and 2862 ms at 27, 107 and 427 batches: scaled by the runs' 11.1 / 33,
   about 25, 190 and 960 ms a step, i.e. 1.05x, 1.4x and 2.8x a random step (the unscaled timing:
-  1.1x, 2.1x, 6.4x).  The probes and the random-init probes encode 30,000 clips (50x the base's 600:
-  ~6 min each at the base's 7.5 s per 600 clips); the random-init probes are computed once per seed and
-  shared by its 9 runs (``random_init_cache``: the 9 start from the same weights and probe the same
-  clips), ~8 h less over the 90 runs; the dataset is generated once (8.6 s per 100 clips with 2
+  1.1x, 2.1x, 6.4x).  So a run is 11,240 x (531 ms + its selection) + 12.5 min of probes: 1.9 h for
+  ``random`` and ``active``, 1.9 / 2.5 / 4.9 h for ``active_official`` at 256 / 1024 / 4096 keys, 206 h
+  for the 90 runs (~103 h with 2 jobs): a GPU job.  The probes and the random-init probes encode 30,000
+  clips (50x the base's 600: ~6 min each at the base's 7.5 s per 600 clips); the random-init probes
+  are computed once per seed and shared by its 9 runs (``random_init_cache``: the 9 start from the same
+  weights and probe the same clips); the dataset is generated once (8.6 s per 100 clips with 2
   workers: ~45 min; a killed generation resumes) and its decoded cache takes ~15 GB.
-  **Objective ``joint``** (the cross-modal loss plus the intra-modal one, each with ``dictionary_size``
-  keys; the sampler fills only the cross-modal dictionaries, the intra-modal ones stay FIFO in every
-  arm).  With ``cross`` alone the first run did not train (``random``, 4096 keys, seed 0: the keys
-  collapsed, effective rank 71 -> 8, and the encoders probed below their random init, video linear
-  11.7% against 44.6%), and neither did any change of its schedule tried (momentum 0.9 / 0.999,
-  shuffled key BN, lr 5e-4; 256 keys too).  With ``joint`` the probes gain at seed 0 (video / audio
-  linear 69.5% / 72.2% ``random``, 68.7% / 69.9% ``active``, against 44.6% / 31.6%) but not at seed 5
-  (40.6% / 41.6% against 44.6% / 30.7%).
-  **The condition's runs are paused: at this scale its cross-modal term learns when a key was made,
-  not what a clip holds.**  A query is as similar to its own clip's key as to the batch's other fresh
-  keys (0.24-0.32 both, ``batch_neg_sim``); the loss falls only because the dictionary's older keys
-  are less similar (down to -0.15, ``queue_neg_sim``), and as the learning rate decays and the encoders
-  stop drifting it climbs back to chance.  At the base, where each clip recurs every 11 steps, the
-  positive pulls ahead (0.66 against 0.16 fresh at the end).  Comparing samplers here would compare
-  how they play that shortcut.  The axis needs each clip seen many times (at the base the positive
-  pulls ahead within 10-20 epochs: 5,600-11,200 steps a run here, 0.8-1.6 h on one core, minutes on a
-  GPU) and a check that ``pos_sim`` pulls ahead
-  of ``batch_neg_sim``.  The checks, their runs and numbers: ``reports/study/dictionary_size_schedule.md``;
-  the 4 study runs made on this schedule are kept and reported.
 * ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
   setting), for ``random``, ``active``, ``xid`` and ``robust_xid``: 36 units (~1.5 h).
 * ``subset_fraction``: 0.25, 0.5 and 1.0 of the training clips for ``random``, ``active`` and
@@ -118,14 +117,14 @@ cost is in ``reports/bench_train_step.md``).  A unit's
 ``dictionary_size``); ``sync`` keeps 5 (no primary comparison).  Planned, in ``make
 study-testbed``'s order and with the runs two conditions share linked (estimated from the
 committed runs' mean ``wall_s`` per variant at 2 jobs; ``label_quality``'s noisy variants at their
-ground-truth twins'; ``dictionary_size`` as 1124 steps x (531 ms + the selection above) + 2 x 50 x
+ground-truth twins'; ``dictionary_size`` as 11,240 steps x (531 ms + the selection above) + 2 x 50 x
 7.5 s of probes): ``sources`` 120 runs (60 finished, 60 to train, 6.9 h of run time), ``imbalance``
 120 (40 finished, 40 linked, 40 to train, 1.8 h), ``faulty_clean`` 60 (30 finished, 30 to train,
 3.3 h), ``sync`` 40 (all finished or linked), ``label_free`` 70 (30 finished, 10 linked, 30 to
 train, 3.2 h), ``label_quality`` 70 (50 linked, 20 to train, 2.2 h), ``dictionary_size`` 90 (all
-to train, 37.4 h: 22.5 min a run for ``random`` and ``active``, 22.9 / 26.0 / 40.4 min for
-``active_official`` at 256 / 1024 / 4096 keys).  In all 270 runs to train, 54.7 h of run time,
-about 27 h with 2 jobs on 2 cores, most of it ``dictionary_size``.
+to train, 205.7 h at its 20 epochs: 112 / 114 min a run for ``random`` / ``active``, 117 / 148 / 292 min
+for ``active_official`` at 256 / 1024 / 4096 keys).  In all 270 runs to train, 223 h of run time,
+about 112 h with 2 jobs on 2 cores, nearly all of it ``dictionary_size``.
 
 Notebook 03 (curves, UMAP, inspector) compares the methods of a sweep at one level, its
 ``focus_level`` (the most redundant, noisiest or scarcest setting: 20 clips per class, 512 keys,
@@ -265,9 +264,9 @@ LABEL_QUALITIES: dict[str, dict] = {
     "noise0.3": {"label_source": "ground_truth", "label_noise": 0.3},
     "kmeans": {"label_source": "kmeans"},
 }
-#: dictionary_size's dataset and schedule (module docstring: 18,000 training clips, 1124 steps, the joint
-#: objective because the cross-modal one alone collapses in 2 epochs)
-DICTIONARY_DATASET: dict = {"num_classes": 50, "clips_per_class": 600, "epochs": 2, "objective": "joint"}
+#: dictionary_size's dataset and schedule (module docstring: 18,000 training clips, 11,240 steps: at 2 epochs
+#: the cross-modal term learned the keys' age, not the clips; at 4096 keys its positive pulls ahead at step 2,169)
+DICTIONARY_DATASET: dict = {"num_classes": 50, "clips_per_class": 600, "epochs": 20, "objective": "joint"}
 #: the official code's pool against dictionary (init_dict: 10 batches of pool, 3 of dictionary)
 OFFICIAL_POOL_PER_DICTIONARY = 10 / 3
 
@@ -301,9 +300,9 @@ CONDITIONS: dict[str, Condition] = {
     "redundancy": _sweep("redundancy", "clips per class of the embedded dataset (the dictionary keeps 256 keys)",
                          "clips_per_class", "cpc", (20, 40, 60, 120), ("random", "active"), focus=20),
     "dictionary_size": _sweep("dictionary_size",
-                              "keys per dictionary (50 classes x 600 clips, 2 epochs, objective joint); paused: at "
-                              "this scale its cross-modal term learns when a key was made, not what a clip holds "
-                              "(reports/study/dictionary_size_schedule.md)",
+                              "keys per dictionary (50 classes x 600 clips, 20 epochs, objective joint; with 2 epochs "
+                              "its cross-modal term learned when a key was made, not what a clip holds: "
+                              "reports/study/dictionary_size_schedule.md)",
                               "dictionary_size", "dict", (256, 1024, 4096), ("random", "active", "active_official"),
                               focus=4096, seeds=TEN_SEEDS, common=DICTIONARY_DATASET, per_level=_official_pool),
     "faulty_pair_rate": _sweep("faulty_pair_rate", "share of clips whose audio is another clip's (faulty positives)",

@@ -477,8 +477,9 @@ class JobOptions:
 
     ``time_min`` also limits a submitit-local job, which submitit would otherwise stop after 2 minutes;
     past it a job is signalled, checkpointed and requeued as on SLURM.  120 minutes is 12x the longest
-    committed study run (9.5 min on the 2-core machine, ``reports/study/runs``) and ~5x a
-    ``dictionary_size`` run (37.4 h over its 90 runs in the plan).  16 GB is ~6x the 2.5 GB peak RSS of
+    committed study run (9.5 min on the 2-core machine, ``reports/study/runs``); a ``dictionary_size``
+    run takes 1.9-4.9 h there (its plan), so SLURM checkpoints and requeues it once to three times.
+    16 GB is ~6x the 2.5 GB peak RSS of
     a study-base run's process tree (``python -m avlib.train --clips_per_class 60 --epochs 60
     --max_steps 40``: ``data.peak_rss_mb`` in its summary.json).  2 CPUs: a run's torch thread
     (``num_threads=1``) and its data-loading process (``num_workers=1``).  ``gpus_per_node`` None: a
