@@ -3,7 +3,7 @@
     bench/gpu_check.sh                          # = make gpu-check: this script under a time limit
     python bench/gpu_check.py [--device auto|cuda|cpu] [--size full|cpu|smallest] [--out reports/gpu.md]
 
-Four sections, each written to the report as soon as it is done (a run stopped at the time limit keeps
+Five sections, each written to the report as soon as it is done (a run stopped at the time limit keeps
 what it measured):
 
 1. Triton kernels: every launch function of :mod:`avlib.kernels.triton_kernels` against its twin in
@@ -17,6 +17,12 @@ what it measured):
    run in a temporary ``AVLIB_HOME``: step time, clips/s, peak GPU memory, data-wait share.
 4. torch.compile (inductor): the same training, compiled, for a few steps: the first step's time
    (the compilation), the later steps' against eager's, and the step-0 loss against eager's.
+5. The study's ``dictionary_size`` step on this device: its 4096-key runs (``random``, ``active``,
+   ``active_official`` with its 427-batch pool; light encoders, ``joint``) for 480 steps each, timed
+   over the last 50 (the official pool is full from step 427), on a small embedded dataset (a step
+   costs the same whatever the number of clips).  From it, the training hours of the condition's 90
+   runs (11,240 steps each) on this device, against 206 h on the 2-core CPU.  It runs before section 4,
+   which takes what is left of the budget.
 
 Without CUDA (``--size cpu``, the default there) the same sections run at tiny sizes on the CPU and
 the report says so at its top: none of its numbers is a GPU figure (its compile section uses the light
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import math
@@ -75,6 +82,9 @@ class Sizes:
     compile_reserve_s: float  # the compile section runs only with this much of the budget left
     compile_changes: dict = field(default_factory=dict)  # the compile section's changes to ``train``
     note: str = ""  # why the preset is as it is, for the report
+    study_steps: int = 0  # section 5: steps of each dictionary_size variant (0 = skipped)
+    study_timed_steps: int = 1  # section 5: the last steps its medians are over
+    study_changes: dict = field(default_factory=dict)  # section 5: changes to the condition's parameters
 
 
 CPU_BF16_CONV3D_NOTE = (
@@ -96,20 +106,32 @@ SIZES = {
                   badge=(8_195, 4_096, 128), select=(65_536, 512, 256), select_repeats=10,
                   train=dict(_PAPER_SCALE, num_classes=10, clips_per_class=32, frame_size=128, crop_size=112,
                              window_s=1.5, batch_size=32, max_steps=200),
-                  warmup_steps_excluded=10, compile_steps=30, compile_reserve_s=200.0),
+                  warmup_steps_excluded=10, compile_steps=30, compile_reserve_s=200.0,
+                  study_steps=480, study_timed_steps=50),
     "cpu": Sizes(dense=(77, 21, 37), factored=(53, 7, 11, 23), draw=(101, 257), badge=(45, 70, 40),
                  select=(4_096, 128, 64), select_repeats=3,
                  train=dict(_PAPER_SCALE, **{**_TINY_DATA, "fps": 12, "window_s": 1.5}, max_steps=8),
                  warmup_steps_excluded=2, compile_steps=3, compile_reserve_s=0.0,
                  # inductor on R(2+1)D-18 + ResNet-18 takes many minutes on 2 cores: the light encoders
                  compile_changes=dict(video_encoder="light3d", audio_encoder="light2d"),
-                 note=CPU_BF16_CONV3D_NOTE),
+                 note=CPU_BF16_CONV3D_NOTE, study_steps=6, study_timed_steps=3,
+                 study_changes=dict(dictionary_size=64, active_pool_factor=4, batch_size=8)),
     "smallest": Sizes(dense=(33, 5, 7), factored=(17, 3, 5, 4), draw=(31, 64), badge=(9, 11, 8),
                       select=(512, 16, 8), select_repeats=1,  # the light encoders (the paper-scale ones
                       train=dict(_PAPER_SCALE, **{**_TINY_DATA, "num_workers": 0}, max_steps=2,  # took 6-43 s
                                  video_encoder="light3d", audio_encoder="light2d"),  # a step on 2 shared cores)
-                      warmup_steps_excluded=1, compile_steps=0, compile_reserve_s=0.0),
+                      warmup_steps_excluded=1, compile_steps=0, compile_reserve_s=0.0,
+                      study_steps=3, study_timed_steps=2,
+                      study_changes=dict(dictionary_size=8, active_pool_factor=2, batch_size=4, frame_size=32,
+                                         crop_size=24, sample_rate=8000, n_mels=32, num_workers=0)),
 }
+
+#: section 5: the study condition whose cost on this device it measures, its variants at the largest
+#: dictionary, and its steps a run (avlib/study/conditions.py: 20 epochs of 562 steps)
+STUDY_CONDITION = "dictionary_size"
+STUDY_VARIANTS = ("random_dict4096", "active_dict4096", "active_official_dict4096")
+STUDY_RUN_STEPS = 11_240
+STUDY_CPU_HOURS = 206  # the condition's 90 runs at 2 jobs on the 2-core CPU (conditions.py's estimate)
 
 
 class TimeLimit(KeyboardInterrupt):
@@ -129,6 +151,7 @@ class Results:
     selection: list[dict] | None = None
     training: dict | str | None = None  # a str says why it did not run
     compiled: dict | str | None = None
+    study: list[dict] | str | None = None  # section 5
     notes: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -395,6 +418,27 @@ def train(sizes: Sizes, device: str, run_dir: Path, **changes) -> dict:
     )
 
 
+def study_steps(sizes: Sizes, device: str, runs: Path) -> list[dict]:
+    """Section 5: each of :data:`STUDY_VARIANTS` with the condition's own parameters (the study's light
+    encoders, objective, dictionary and pool) on the training section's small dataset, for
+    ``sizes.study_steps`` steps; medians over the last ``sizes.study_timed_steps``."""
+    from avlib.study.conditions import CONDITIONS
+
+    condition = CONDITIONS[STUDY_CONDITION]
+    small_data = {k: sizes.train[k] for k in ("num_classes", "clips_per_class")}
+    rows = []
+    for name in STUDY_VARIANTS:
+        own = condition.variant(name).params
+        params = {**own, **small_data, "epochs": 1000, "max_steps": sizes.study_steps,
+                  "probe": False, "progress": False, "tensorboard": False, "monitor_every": 0, "snapshot_every": 0,
+                  "checkpoint_every": 100_000, **sizes.study_changes}
+        timed = dataclasses.replace(sizes, train=params, warmup_steps_excluded=sizes.study_steps - sizes.study_timed_steps)
+        row = train(timed, device, runs / name)
+        rows.append({"variant": name, **row, "dictionary": params["dictionary_size"],  # a pool only where the variant has one
+                     "pool_batches": params["active_pool_factor"] if "active_pool_factor" in own else None})
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------
 # the report
 # ----------------------------------------------------------------------------------------------
@@ -498,6 +542,28 @@ def render(results: Results) -> str:
                       f"Against eager (the same configuration and steps, run after it): step {run['step_ms']:.1f} vs {eager['step_ms']:.1f} ms "
                       f"({eager['step_ms'] / run['step_ms']:.2f}x); step-0 loss {run['first_loss']:.6f} vs "
                       f"{eager['first_loss']:.6f} (same weights and batch: |gap| {abs(run['first_loss'] - eager['first_loss']):.2e}).", ""]
+    lines += [f"## 5. The study's `{STUDY_CONDITION}` step", ""]
+    if results.study is None or isinstance(results.study, str):
+        lines += [results.study or "not run", ""]
+    else:
+        lines += [f"The condition's parameters ({', '.join(STUDY_VARIANTS)}; `avlib/study/conditions.py`) on a small "
+                  f"embedded dataset; medians over the last {results.study[0]['timed_steps']} of "
+                  f"{results.study[0]['steps']} steps.", "",
+                  "| variant | keys | pool (batches) | step ms | selection ms | data-wait share | clips/s | "
+                  "training h a run | peak GPU memory | loss first -> last |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        for row in results.study:
+            lines.append(f"| `{row['variant']}` | {row['dictionary']} | {row['pool_batches'] or '–'} | {row['step_ms']:.1f} | "
+                         f"{row['select_ms']:.2f} | {row['data_wait_share']:.3f} | {row['clips_per_s']:.1f} | "
+                         f"{STUDY_RUN_STEPS * row['step_ms'] / 3.6e6:.2f} | "
+                         + (f"{row['peak_gib']:.2f} GiB" if row["peak_gib"] is not None else "n/a (CPU)")
+                         + f" | {row['first_loss']:.4f} -> {row['last_loss']:.4f} |")
+        # 30 runs of each method (3 sizes x 10 seeds); the 4096-key step bounds the smaller dictionaries' from above
+        hours = sum(30 * STUDY_RUN_STEPS * row["step_ms"] / 3.6e6 for row in results.study)
+        lines += ["", f"The condition's 90 runs, training only (the probes left out), with every size at the 4096-key "
+                  f"step (an upper bound for 256 and 1024 keys): **{hours:.1f} h** on this device, one run at a time, "
+                  f"against ~{STUDY_CPU_HOURS} h of run time on the 2-core CPU (probes included)"
+                  + ("." if cuda else "; at this size and on the CPU, not a GPU figure."), ""]
     return "\n".join(lines)
 
 
@@ -607,7 +673,7 @@ def main(argv: list[str] | None = None, *, stop_on_sigterm: bool = False) -> int
 
 
 def run_sections(results: Results, sizes: Sizes, device: str, out: Path, runs: Path, budget_s: float) -> None:
-    """The four sections in order, the report rewritten after each."""
+    """The five sections (5 before 4), the report rewritten after each."""
     from avlib import kernels
 
     if sizes.note:
@@ -627,6 +693,14 @@ def run_sections(results: Results, sizes: Sizes, device: str, out: Path, runs: P
     results.training = train(sizes, device, runs / "eager")
     if not results.training["finite"]:
         results.failed.append("training (a loss is not finite)")
+    write(results, out)
+
+    if sizes.study_steps:  # section 5 before 4: the compile section takes what is left of the budget
+        results.study = study_steps(sizes, device, runs / "study")
+        results.failed += [f"{STUDY_CONDITION} {r['variant']} (a loss is not finite)" for r in results.study
+                           if not r["finite"]]
+    else:
+        results.study = f"skipped at size `{results.size}`"
     write(results, out)
 
     left = budget_s - (time.perf_counter() - results.started)

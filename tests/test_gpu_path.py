@@ -325,8 +325,13 @@ def test_gpu_check_cpu_mode_runs_at_its_smallest_size(tmp_path):
     assert text.splitlines()[2].startswith("**CPU MODE"), text[:400]
     for kernel in gpu_check.triton_launch_functions():
         assert f"| `{kernel}` |" in text and "FAIL" not in text, kernel
-    for heading in ("## 1. Triton kernels", "## 2. k-means++ selection", "## 3. Training", "## 4. torch.compile"):
+    for heading in ("## 1. Triton kernels", "## 2. k-means++ selection", "## 3. Training", "## 4. torch.compile",
+                    "## 5. The study's `dictionary_size` step"):
         assert heading in text, heading
+    # section 5 ran every variant of the condition's largest dictionary, and says its hours are no GPU figure
+    for variant in gpu_check.STUDY_VARIANTS:
+        assert f"| `{variant}` |" in text, variant
+    assert "The condition's 90 runs" in text and "not a GPU figure" in text
 
 
 def test_gpu_check_kernel_checks_fail_on_a_wrong_kernel(monkeypatch):
