@@ -58,7 +58,8 @@ the training clips at a fixed number of epochs).
   about 25, 190 and 960 ms a step, i.e. 1.05x, 1.4x and 2.8x a random step (the unscaled timing:
   1.1x, 2.1x, 6.4x).  So a run is 11,240 x (531 ms + its selection) + 12.5 min of probes: 1.9 h for
   ``random`` and ``active``, 1.9 / 2.5 / 4.9 h for ``active_official`` at 256 / 1024 / 4096 keys, 206 h
-  for the 90 runs (~103 h with 2 jobs): a GPU job.  The probes and the random-init probes encode 30,000
+  for the 90 runs (~103 h with 2 jobs): a GPU job (``make gpu-check``'s section 5 measures its
+  training hours on a CUDA device).  The probes and the random-init probes encode 30,000
   clips (50x the base's 600: ~6 min each at the base's 7.5 s per 600 clips); the random-init probes
   are computed once per seed and shared by its 9 runs (``random_init_cache``: the 9 start from the same
   weights and probe the same clips); the dataset is generated once (8.6 s per 100 clips with 2
