@@ -49,7 +49,10 @@ def test_the_rule_fires_at_the_first_epoch_end_after_30_percent_where_the_epoch_
 
 def test_joint_checks_the_cross_modal_column_and_intra_its_own():
     joint = rows_with([1.0] * 100, objective="joint")  # "loss" (cross + intra) is 9: only cross_loss counts
-    assert first_warning(joint, 10, 100, "joint")["step"] == 29
+    warning = first_warning(joint, 10, 100, "joint")
+    assert warning["step"] == 29
+    # a joint run already has the intra-modal signal: the hint does not tell it to switch to joint
+    assert "objective='joint'" not in warning["message"] and "more epochs" in warning["message"]
     intra = rows_with([0.5] * 100, objective="intra")
     assert first_warning(intra, 10, 100, "intra") is None and first_warning(intra, 10, 100, "cross") is not None
     summary = learning_signal_summary(intra, 10, 100, "intra")

@@ -110,10 +110,14 @@ def fires(ratio: float, margin: float) -> bool:
 def warning_message(objective: str, step: int, total_steps: int, ratio: float, loss: float, uniform: float,
                     margin: float = math.nan) -> str:
     what = "intra-modal" if objective == "intra" else "cross-modal"
-    hint = ("more training clips, or stronger augmentations" if objective == "intra" else
-            "objective='joint' (adds intra-modal contrast between two windows of each clip, a signal each "
-            "encoder gets from its own modality), more training clips at the same steps, or check that each "
-            "clip's audio belongs to its video (wrongly paired files look like this)")
+    pairing = ("check that each clip's audio belongs to its video (wrongly paired files look like this)")
+    if objective == "intra":
+        hint = "more training clips, or stronger augmentations"
+    elif objective == "joint":  # already has the intra-modal signal: only more passes or the data can help
+        hint = f"more epochs (each clip needs more passes), more training clips at the same steps, or {pairing}"
+    else:
+        hint = ("objective='joint' (adds intra-modal contrast between two windows of each clip, a signal each "
+                f"encoder gets from its own modality), more training clips at the same steps, or {pairing}")
     if ratio > RATIO_THRESHOLD:
         return (f"no learning signal: after {step + 1} of {total_steps} steps, the {what} loss's mean over the last "
                 f"epoch ({loss:.3f}) is {ratio:.3f} x that of a uniform guess over the candidates each query sees "
