@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from avlib.config import PretrainConfig
+from avlib.kernels import native_bf16
 from avlib.train import pretrain, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,9 @@ VARIANTS = {
     "active (official, lloyd_nearest)": dict(sampler="active", active_candidates="official",
                                              active_selector="lloyd_nearest"),
     "active (backlog, kmeanspp)": dict(sampler="active", active_candidates="backlog"),
+    # the encoders autocast to bf16 (embeddings and losses stay float32): what bench/precision_check.py
+    # checks changes no comparison of the study; fast only on a CPU with native bf16 (avx512_bf16, AMX)
+    "random (bf16 autocast)": dict(sampler="random", precision="bf16"),
 }
 DIVERSITY = {"enter share (video)": "video_sel_enter_share", "enter share (audio)": "audio_sel_enter_share",
              "entry age (steps)": "video_sel_mean_age_steps", "unique clips": "video_sel_unique_clip_share",
@@ -92,7 +96,7 @@ def main() -> None:
         f"{args.tail} --threads {args.threads} --workers {args.workers} --repeats {args.repeats}"
         + (" --variants " + " ".join(repr(name) for name in names) if names != list(VARIANTS) else "") + "`  ",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} torch thread(s), torch "
-        f"{torch.__version__}; default configuration (batch 32, dictionary 256, embedded dataset); timings are "
+        f"{torch.__version__}, native bf16 {'yes' if native_bf16() else 'no'}; default configuration (batch 32, dictionary 256, embedded dataset); timings are "
         f"medians over steps {args.skip}..{args.steps - 1} of {args.repeats} interleaved runs per variant, the "
         f"dictionary columns means over the last {args.tail} steps (the video dictionary).",
         "",

@@ -15,7 +15,7 @@ import pytest
 from avlib.config import ConfigError
 from avlib.study import CONDITIONS, DEFAULT_SEEDS
 from avlib.study.conditions import FIVE_SEEDS, STUDY_BASE, TEN_SEEDS
-from avlib.study.main import main, run_study
+from avlib.study.main import bf16_note, main, run_study
 from avlib.study.run import link_twins, parse_overrides, plan_runs
 from avlib.study.stats import decide
 from avlib.train.launch import parse_args
@@ -512,6 +512,12 @@ def test_dictionary_size_is_cm_accs_axis_on_a_dataset_the_largest_dictionary_is_
     # 11,240 steps: at 2 epochs (1124) the cross-modal term never learned the clips (its positive pulled ahead of
     # the fresh negatives at step 2,169 of the 20-epoch schedule, at 4096 keys)
     assert all(v.params["epochs"] == 20 and v.params["objective"] == "joint" for v in condition.variants)
+    # bf16 autocast (bench/precision_check.py: it changes no decided comparison), and the study says when the CPU
+    # has no native bf16 to make it pay
+    assert all(v.params["precision"] == "bf16" for v in condition.variants)
+    runs = plan_runs(condition, Path("/nonexistent"), (0,), ["random_dict4096"])
+    assert "no native bf16" in bf16_note(runs, native=False) and bf16_note(runs, native=True) is None
+    assert bf16_note(plan_runs(CONDITIONS["sources"], Path("/nonexistent"), (0,)), native=False) is None
 
 
 def test_the_label_aware_claim_decides_on_label_quality_once_it_has_runs():

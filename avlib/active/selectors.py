@@ -119,13 +119,6 @@ def _d2_picks(points: Points, k: int, generator, chosen: list[int], d: torch.Ten
     return chosen
 
 
-def _bf16_fast() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # pragma: no cover - depends on the build
-        return False
-
-
 def _kmeanspp_rejection(points: Points, k: int, generator, first=None, refresh_every: int | None = None,
                         min_accept: float = 0.5, max_buffer: int = 256, bounds: str = "auto") -> list[int]:
     """Exact D^2 seeding by rejection from stale upper bounds, picks processed in blocks.
@@ -160,7 +153,7 @@ def _kmeanspp_rejection(points: Points, k: int, generator, first=None, refresh_e
         raise ValueError(f"bounds must be one of ['auto', 'bf16', 'fp32'], got {bounds!r}")
     n, device = points.n, points.device
     use_bf16 = (not points.is_factored and device.type == "cpu" and points.dtype == torch.float32
-                and (bounds == "bf16" or (bounds == "auto" and _bf16_fast())))
+                and (bounds == "bf16" or (bounds == "auto" and kernels.native_bf16())))
     bf16: Bf16Bounds | None = None
     chosen = [_first(points, first, generator)]
     is_chosen = torch.zeros(n, dtype=torch.bool, device=device)
@@ -249,7 +242,7 @@ def _kmeanspp_greedy(points: Points, k: int, generator, first=None, trials: int 
     rigorous error bound of the approximation (usually a small fraction of the pool).
     """
     use_bf16 = (not points.is_factored and points.device.type == "cpu" and points.dtype == torch.float32
-                and (bounds == "bf16" or (bounds == "auto" and _bf16_fast())))
+                and (bounds == "bf16" or (bounds == "auto" and kernels.native_bf16())))
     approx = Bf16Bounds(points.x, points.sqnorm, points.zero_tol) if use_bf16 else None
     chosen = [_first(points, first, generator)]
     d = _exact_d2(points, chosen[0])

@@ -33,6 +33,7 @@ except Exception:  # pragma: no cover - depends on the install
 
 __all__ = [
     "ZERO_TOL_ULPS",
+    "native_bf16",
     "badge_grad",
     "default_zero_tol",
     "inverse_cdf",
@@ -78,3 +79,12 @@ def badge_grad(z, dictionary, temperature):
     """BADGE gradient and pseudo-labels; see :func:`avlib.kernels.reference.badge_grad`."""
     impl = _triton if use_triton(z, dictionary) and z.shape[1] <= 1024 else reference
     return impl.badge_grad(z, dictionary, temperature)
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (avx512_bf16 / AMX).  Without them bf16 on the CPU is
+    emulated and slower than float32: the selectors' bf16 bounds and the study's bf16 runs pay only with them."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - depends on the build
+        return False

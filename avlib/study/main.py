@@ -29,6 +29,26 @@ from avlib.study.run import (EXECUTORS, JobOptions, execute_diversity, execute_r
                              plan_runs, restore_kept, submit_runs)
 
 
+def bf16_note(runs, native: bool | None = None) -> str | None:
+    """A line for the log when runs autocast to bf16 (``dictionary_size``) on a machine without CUDA whose
+    CPU has no native bf16 (avx512_bf16 / AMX): they give the same answer there (``bench/precision_check.py``)
+    but are slower than in fp32, not ~1.8x faster (``reports/bench_precision.md``)."""
+    import torch  # here: the study command imports no torch until it trains
+
+    from avlib.kernels import native_bf16
+
+    bf16 = [run for run in runs if run.parameters.get("precision") == "bf16" and not run.finished]
+    if not bf16 or torch.cuda.is_available():
+        return None
+    if native is None:
+        native = native_bf16()
+    if native:
+        return None
+    return (f"note: {len(bf16)} run(s) use precision=bf16 (their condition sets it to save CPU time) but this CPU "
+            "has no native bf16 (avx512_bf16 / AMX): they will run slower than in fp32. Their results do not "
+            "depend on it; a CUDA machine or a CPU with bf16 runs them faster.")
+
+
 def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: str | Path = "runs/study",
               reports_dir: str | Path = "reports", seeds=None, variants=None, overrides=None,
               umap: bool = True, downstream: bool = True, executor: str = "local",
@@ -47,6 +67,9 @@ def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: s
     where = f"{jobs} job(s)" if executor == "local" else f"executor {executor}"
     log(f"condition {condition}: {len(runs)} runs under {runs_root / condition} "
         f"({sum(r.finished for r in runs)} already finished), {where}")
+    note = bf16_note(runs) if executor == "local" else None
+    if note:
+        log(note)
     if executor == "local":
         failures = execute_runs(runs, reports_dir / "study", jobs, log=log)
     else:
