@@ -64,9 +64,13 @@ the training clips at a fixed number of epochs).
   are computed once per seed and shared by its 9 runs (``random_init_cache``: the 9 start from the same
   weights and probe the same clips); the dataset is generated once (8.6 s per 100 clips with 2
   workers: ~45 min; a killed generation resumes) and its decoded cache takes ~15 GB.
+  **Read with 5 labels a class** (``linear_5shot``, ``avlib.eval.probe.low_shot_probe``): at seed 0 (fp32)
+  ``random`` and ``active`` reached 99.6-99.8% with the linear probe on all 18,000 training labels, a ceiling
+  that hides any difference, and 86.9 / 88.2% video, 72.3 / 68.8% audio with 5 labels a class (random init
+  10.4 / 9.5%); the full-label probe stays as a description.
   **bf16 autocast** (``precision="bf16"``: the encoders' passes; the embeddings, losses, selection and
-  probes stay float32) makes a step 0.63x fp32's on a CPU with native bf16 (``reports/bench_precision.md``;
-  the study logs a note where the CPU has none).  It changes a run's realisation, not its answer
+  probes stay float32) makes a step 0.54x fp32's (0.63x in an earlier run) on a CPU with native bf16
+  (``reports/bench_precision.md``; the study logs a note where the CPU has none).  It changes a run's realisation, not its answer
   (``bench/precision_check.py``, ``reports/study/precision_check.md``): at the condition's own checkpoint
   the bf16 gradient differs from fp32's by 5% (cosine 0.999), against 141% between two batches' fp32
   gradients, so the precision perturbs training ~28x less than drawing other batches does.  The study's
@@ -75,7 +79,7 @@ the training clips at a fixed number of epochs).
   between -0.89 and +1.61 points), but a seed in the other precision diverges like another seed (sd of
   the same-seed differences 3.1-6.4), so the change of an effect is only bounded to about ±6 points
   (video -1.44 [-7.23, +4.34]).  Every arm of the condition runs in bf16: its comparisons never mix
-  precisions.  At 0.63x a
+  precisions.  At the conservative 0.63x a
   ``random`` / ``active`` run is ~1.25 h, ``active_official`` ~1.3 / 1.9 / 4.3 h at 256 / 1024 / 4096 keys
   (its selection stays float32): ~149 h for the 90 runs instead of 206 h; the primary cells (4096 keys)
   ~67 h, ``random`` and ``active`` alone ~25 h.

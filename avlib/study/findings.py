@@ -205,16 +205,21 @@ def claim_trends(claim: Claim, available: dict | None = None) -> list[tuple[str,
 LINEAR = ("video linear", "audio linear")
 KNN = ("video knn", "audio knn")
 TAIL = ("video linear_tail", "audio linear_tail")
+#: the linear probe with 5 labels a class (avlib.eval.probe.low_shot_probe): dictionary_size's full-label linear
+#: probe saturates (99.6-99.8% for random and active at seed 0), so its comparisons read this one
+LOW_SHOT = ("video linear_5shot", "audio linear_5shot")
 CLAIMS = (
     Claim("CM-ACC (Ma et al., ICLR 2021)", "cm_acc",
           "an actively sampled dictionary gives better representations than a random (FIFO) one",
           (Spec("sources", "random", "active", "last", LINEAR, True),
            Spec("imbalance", "random", "active", "last", LINEAR, True),
-           # CM-ACC's own axis: random dictionaries get redundant as they grow (the largest size decides)
-           Spec("dictionary_size", "random", "active", "last", LINEAR, True),
-           Spec("dictionary_size", "random", "active_official", "last", LINEAR, True),
-           Spec("dictionary_size", "random", "active", "all", LINEAR, False),
-           Spec("dictionary_size", "random", "active_official", "all", LINEAR, False),
+           # CM-ACC's own axis: random dictionaries get redundant as they grow (the largest size decides), read
+           # with 5 labels a class (the full-label probe saturates there; it stays as a description)
+           Spec("dictionary_size", "random", "active", "last", LOW_SHOT, True),
+           Spec("dictionary_size", "random", "active_official", "last", LOW_SHOT, True),
+           Spec("dictionary_size", "random", "active", "all", LOW_SHOT, False),
+           Spec("dictionary_size", "random", "active_official", "all", LOW_SHOT, False),
+           Spec("dictionary_size", "random", "active", "last", LINEAR, False),
            Spec("imbalance", "random", "active", "last", TAIL, False),
            Spec("sources", "random", "active_aware", "last", LINEAR, False),
            Spec("sources", "random", "active_official", "last", LINEAR, False),
