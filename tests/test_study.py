@@ -512,6 +512,12 @@ def test_dictionary_size_is_cm_accs_axis_on_a_dataset_the_largest_dictionary_is_
     # 11,240 steps: at 2 epochs (1124) the cross-modal term never learned the clips (its positive pulled ahead of
     # the fresh negatives at step 2,169 of the 20-epoch schedule, at 4096 keys)
     assert all(v.params["epochs"] == 20 and v.params["objective"] == "joint" for v in condition.variants)
+    # its primary comparisons read the 5-shot probe: the full-label linear probe saturated there (99.6-99.8%)
+    from avlib.study.findings import CLAIMS, LOW_SHOT
+
+    specs = [spec for spec in CLAIMS[0].specs if spec.condition == "dictionary_size"]
+    assert {spec.method for spec in specs if spec.primary} == {"active", "active_official"}
+    assert all(spec.metrics == LOW_SHOT for spec in specs if spec.primary)
     # bf16 autocast (bench/precision_check.py: it changes no decided comparison), and the study says when the CPU
     # has no native bf16 to make it pay
     assert all(v.params["precision"] == "bf16" for v in condition.variants)
