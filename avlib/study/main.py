@@ -45,8 +45,8 @@ def bf16_note(runs, native: bool | None = None) -> str | None:
     if native:
         return None
     return (f"note: {len(bf16)} run(s) use precision=bf16 (their condition sets it to save CPU time) but this CPU "
-            "has no native bf16 (avx512_bf16 / AMX): they will run slower than in fp32. Their results do not "
-            "depend on it; a CUDA machine or a CPU with bf16 runs them faster.")
+            "has no native bf16 (avx512_bf16 / AMX): they will run slower than in fp32 here, where bf16 is emulated; "
+            "a CUDA machine or a CPU with bf16 runs them faster.")
 
 
 def run_study(condition: str = DEFAULT_CONDITION, *, jobs: int = 2, runs_root: str | Path = "runs/study",
