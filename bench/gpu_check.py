@@ -21,7 +21,7 @@ what it measured):
    ``active_official`` with its 427-batch pool; light encoders, ``joint``) for 480 steps each, timed
    over the last 50 (the official pool is full from step 427), on a small embedded dataset (a step
    costs the same whatever the number of clips).  From it, the training hours of the condition's 90
-   runs (11,240 steps each) on this device, against 206 h on the 2-core CPU.  It runs before section 4,
+   runs (11,240 steps each) on this device, against ~149 h on the 2-core CPU.  It runs before section 4,
    which takes what is left of the budget.
 
 Without CUDA (``--size cpu``, the default there) the same sections run at tiny sizes on the CPU and
@@ -131,7 +131,7 @@ SIZES = {
 STUDY_CONDITION = "dictionary_size"
 STUDY_VARIANTS = ("random_dict4096", "active_dict4096", "active_official_dict4096")
 STUDY_RUN_STEPS = 11_240
-STUDY_CPU_HOURS = 206  # the condition's 90 runs at 2 jobs on the 2-core CPU (conditions.py's estimate)
+STUDY_CPU_HOURS = 149  # the condition's 90 runs in bf16 at 2 jobs on the 2-core CPU (conditions.py's estimate)
 
 
 class TimeLimit(KeyboardInterrupt):

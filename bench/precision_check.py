@@ -36,9 +36,10 @@ Writes ``reports/study/precision_check.md`` (and prints it).
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 from pathlib import Path
 
+from avlib.analysis.runs import read_config, read_summary
 from avlib.study.stats import DELTA, Decision, StatsError, decide
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,12 +51,10 @@ def linear_probes(root: Path, variant: str) -> dict[int, dict[str, float]]:
     finished run ``<root>/<variant>_seed<k>`` (a folder without ``summary.json`` is unfinished: left out)."""
     probes = {}
     for folder in sorted(root.glob(f"{variant}_seed*")):
-        summary = folder / "summary.json"
-        if not summary.is_file():
-            continue
-        seed = int(folder.name.rsplit("_seed", 1)[1])
-        probe = json.loads(summary.read_text())["probe"]
-        probes[seed] = {modality: 100 * probe[modality]["linear"] for modality in MODALITIES}
+        summary = read_summary(folder)
+        if summary:
+            probes[int(folder.name.rsplit("_seed", 1)[1])] = {modality: 100 * summary["probe"][modality]["linear"]
+                                                              for modality in MODALITIES}
     return probes
 
 
@@ -97,8 +96,7 @@ def gradient_agreement(run_dir: Path, batches: int = 8) -> dict:
     from avlib.train import distributed
     from avlib.train.loop import build_training, check_world, load_training_data, restore, step_loader
 
-    config = json.loads((Path(run_dir) / "config.json").read_text())
-    cfg = PretrainConfig.from_dict({**config, "run_dir": str(run_dir), "num_workers": 0, "device": "cpu",
+    cfg = PretrainConfig.from_dict({**read_config(run_dir).to_dict(), "run_dir": str(run_dir), "num_workers": 0, "device": "cpu",
                                     "compile": False, "progress": False})
     world = distributed.World()
     cache, train_indices = load_training_data(cfg, world)
@@ -142,8 +140,7 @@ def gradient_report(result: dict) -> str:
     rows = result["batches"]
 
     def median(name: str) -> float:
-        values = sorted(row[name] for row in rows if name in row)
-        return values[len(values) // 2] if len(values) % 2 else 0.5 * sum(values[len(values) // 2 - 1:][:2])
+        return statistics.median(row[name] for row in rows if name in row)
 
     def spread(name: str) -> str:
         values = [row[name] for row in rows if name in row]

@@ -21,6 +21,7 @@ def write_runs(root: Path, variant: str, video: list[float], audio: list[float],
     for seed, (v, a) in zip(seeds or range(len(video)), zip(video, audio)):
         folder = root / f"{variant}_seed{seed}"
         folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
         probe = {"video": {"linear": v / 100}, "audio": {"linear": a / 100}}
         (folder / "summary.json").write_text(json.dumps({"probe": probe}))
 
@@ -62,7 +63,8 @@ def test_only_seeds_finished_in_every_arm_are_paired(tmp_path):
     write_runs(fp32, "active", [49, 50, 51], [40, 41, 42])
     write_runs(bf16, "random", [50, 51], [40, 41], seeds=[0, 2])
     write_runs(bf16, "active", [49, 50], [40, 41], seeds=[0, 2])
-    (bf16 / "active_seed1").mkdir()  # unfinished: no summary.json
+    (bf16 / "active_seed1").mkdir()  # unfinished: a config, no summary.json
+    (bf16 / "active_seed1" / "config.json").write_text("{}")
     assert precision_check.compare(fp32, bf16, "random", "active")["seeds"] == [0, 2]
     with pytest.raises(StatsError, match="at least 2"):
         precision_check.compare(fp32, tmp_path / "none", "random", "active")

@@ -73,14 +73,14 @@ the training clips at a fixed number of epochs).
   (``reports/bench_precision.md``; the study logs a note where the CPU has none).  It changes a run's
   realisation, not its answer (``bench/precision_check.py``, ``reports/study/precision_check.md``): at the
   condition's own checkpoint the bf16 gradient differs from fp32's by 5% (cosine 0.999), against 141%
-  between two batches' fp32 gradients, so the precision perturbs training ~28x less than drawing other batches does.  The study's
-  decided comparison, ``sources`` at 8 (``active`` - ``random``, video), rerun in bf16 at its 10 seeds:
+  between two batches' fp32 gradients, so the precision perturbs training ~28x less than drawing other
+  batches does.  The study's decided comparison, ``sources`` at 8 (``active`` - ``random``, video), rerun in bf16 at its 10 seeds:
   -6.56 [-10.99, -2.12], worse, as in fp32 (-5.11 [-8.41, -1.81]); no arm moved on average (bf16 - fp32
   between -0.89 and +1.61 points), but a seed in the other precision diverges like another seed (sd of
   the same-seed differences 3.1-6.4), so the change of an effect is only bounded to about ±6 points
   (video -1.44 [-7.23, +4.34]).  Every arm of the condition runs in bf16: its comparisons never mix
-  precisions.  At the conservative 0.63x a ``random`` / ``active`` run is ~1.25 h, ``active_official`` ~1.3 / 1.9 / 4.3 h at 256 / 1024 / 4096 keys
-  (its selection stays float32): ~149 h for the 90 runs instead of 206 h; the primary cells (4096 keys)
+  precisions.  At the conservative 0.63x a ``random`` / ``active`` run is ~1.25 h, ``active_official``
+  ~1.3 / 1.9 / 4.3 h at 256 / 1024 / 4096 keys (its selection stays float32): ~149 h for the 90 runs instead of 206 h; the primary cells (4096 keys)
   ~67 h, ``random`` and ``active`` alone ~25 h.
 * ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
   setting), for ``random``, ``active``, ``xid`` and ``robust_xid``: 36 units (~1.5 h).
