@@ -142,8 +142,9 @@ ground-truth twins'; ``dictionary_size`` as 11,240 steps x (531 ms + the selecti
 3.3 h), ``sync`` 40 (all finished or linked), ``label_free`` 70 (30 finished, 10 linked, 30 to
 train, 3.2 h), ``label_quality`` 70 (50 linked, 20 to train, 2.2 h), ``dictionary_size`` 90 (all
 to train, 205.7 h at its 20 epochs: 112 / 114 min a run for ``random`` / ``active``, 117 / 148 / 292 min
-for ``active_official`` at 256 / 1024 / 4096 keys).  In all 270 runs to train, 223 h of run time,
-about 112 h with 2 jobs on 2 cores, nearly all of it ``dictionary_size``.
+for ``active_official`` at 256 / 1024 / 4096 keys, in fp32; ~149 h in the bf16 it now trains in).  In all
+270 runs to train, 223 h of run time in fp32 (~166 h with ``dictionary_size`` in bf16), about 112 h (83 h)
+with 2 jobs on 2 cores, nearly all of it ``dictionary_size``.
 
 Notebook 03 (curves, UMAP, inspector) compares the methods of a sweep at one level, its
 ``focus_level`` (the most redundant, noisiest or scarcest setting: 20 clips per class, 512 keys,
