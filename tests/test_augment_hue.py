@@ -30,6 +30,9 @@ def test_random_factors_on_random_colours_and_the_control():
     frames = torch.randint(0, 256, (8, 3, 64, 64), generator=generator, dtype=torch.uint8)
     factors = (torch.rand(40, generator=generator, dtype=torch.float64) - 0.5).tolist() + [0.0, 0.5, 0.2 - 1e-9]
     assert all(differing_bytes(factor, frames=frames) == 0 for factor in factors)
+    # other layouts and ranks: channels-last frames (as a (T, H, W, 3) clip permuted) and a (B, T, 3, H, W) batch
+    assert differing_bytes(0.07, frames=frames.contiguous(memory_format=torch.channels_last)) == 0
+    assert torch.equal(hsv_hue_shift(frames.view(2, 4, 3, 64, 64), -0.2), TF.adjust_hue(frames, -0.2).view(2, 4, 3, 64, 64))
     # the control: another factor, 1e-3 of the circle away, moves bytes, so the comparison can fail
     assert differing_bytes(0.1, 0.101, frames) > 1000
 

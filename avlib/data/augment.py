@@ -127,7 +127,8 @@ def hsv_hue_shift(image: torch.Tensor, hue_factor: float) -> torch.Tensor:
 
 class ColorJitter(v2.ColorJitter):
     """torchvision's ColorJitter (the same draws, order and brightness, contrast and saturation kernels) whose
-    hue shift of uint8 frames is :func:`hsv_hue_shift`: the same bytes, about half the time."""
+    hue shift of uint8 frames on the CPU (where the loader's workers run, and where the identity is tested) is
+    :func:`hsv_hue_shift`: the same bytes, about half the time."""
 
     def transform(self, inpt, params: dict):
         adjust = {0: ("brightness_factor", TF.adjust_brightness), 1: ("contrast_factor", TF.adjust_contrast),
@@ -138,7 +139,7 @@ class ColorJitter(v2.ColorJitter):
             factor = params[name]
             if factor is None:
                 continue
-            if fn_id == 3 and type(out) is torch.Tensor and out.dtype == torch.uint8:
+            if fn_id == 3 and type(out) is torch.Tensor and out.dtype == torch.uint8 and out.device.type == "cpu":
                 out = hsv_hue_shift(out, factor)
             else:
                 out = kernel(out, factor)
