@@ -12,16 +12,23 @@ variant by variant in one run, at two window sizes (the study's 12 frames of 48 
   torchvision's ``ColorJitter`` against avlib's, the same seeds, plus the window's log-mel
   (``AudioTransform``), which neither changes, for the share of the window the hue takes.
 
+- what the study sees: two short trainings at once on two cores (``--jobs 2``: two trainers, two loader
+  workers), the ``dictionary_size`` condition's configuration on a smaller embedded dataset, both with
+  avlib's jitter or both with torchvision's, in rounds ordered ABBA; the median wall seconds a step.
+
 Times are per call, the median over ``--repeats`` interleaved rounds of ``--calls`` calls each.
 
-    uv run --frozen python bench/bench_augment.py [--repeats 7] [--calls 200] [--out reports/bench_augment.md]
+    uv run --frozen python bench/bench_augment.py [--repeats 7] [--calls 200] [--job-rounds 2] [--job-steps 150]
+        [--out reports/bench_augment.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +40,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from avlib.data import augment
 from avlib.data.augment import AudioTransform, VideoTransform, hsv_hue_shift, seeded
+from avlib.study.run import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (name, frames, frame size, crop): the study's window (PretrainConfig's defaults) and the paper-scale one
@@ -124,10 +132,49 @@ def training_items(repeats: int, calls: int) -> dict:
                 "config": f"{cfg.window_frames} frames of {cfg.frame_size} px, {cfg.crop_size}-px crops"}
 
 
-def report(results: dict, items: dict, args) -> str:
+#: the dictionary_size condition's training (avlib.study.conditions.DICTIONARY_DATASET, 4096 keys), on 6,000 clips
+JOB = dict(objective="joint", precision="bf16", sampler="random", dictionary_size=4096, num_classes=50,
+           clips_per_class=120, num_threads=1, num_workers=1, probe=False, progress=False, tensorboard=False,
+           monitor_every=0, snapshot_every=0)
+JITTERS = {"avlib": augment.ColorJitter, "torchvision": v2.ColorJitter}
+
+
+def one_job(jitter: str, steps: int, folder: str) -> None:
+    """A training of ``steps`` steps with ``jitter``'s colour jitter (the loader's workers fork with it); prints
+    the median step seconds after the first 20 steps as JSON."""
+    from avlib.config import PretrainConfig
+    from avlib.train import pretrain, read_metrics
+
+    augment.ColorJitter = JITTERS[jitter]
+    cfg = PretrainConfig(run_dir=folder, max_steps=steps, **JOB)
+    pretrain(cfg)
+    print(json.dumps({"step_s": statistics.median(r["step_s"] for r in read_metrics(cfg.run_dir)[20:])}))
+
+
+def two_jobs(rounds: int, steps: int) -> dict:
+    """Wall seconds a step with two trainings at once, per jitter; rounds ordered avlib, torchvision, torchvision,
+    avlib, ... so that drift of the machine's speed does not land on one."""
+    order = [name for r in range(rounds) for name in (("avlib", "torchvision") if r % 2 == 0 else ("torchvision", "avlib"))]
+    step_s = {name: [] for name in JITTERS}
+    with tempfile.TemporaryDirectory() as folder:
+        for k, name in enumerate(order):
+            jobs = [subprocess.Popen([sys.executable, __file__, "--one-job", name, "--job-steps", str(steps),
+                                      "--job-folder", f"{folder}/{k}_{j}"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True) for j in range(2)]
+            for job in jobs:
+                out, _ = job.communicate()
+                if job.returncode:
+                    raise RuntimeError(f"bench job {name} failed (exit {job.returncode})")
+                step_s[name].append(json.loads(out.strip().splitlines()[-1])["step_s"])
+    return {name: statistics.median(values) for name, values in step_s.items()} | {"rounds": rounds, "steps": steps}
+
+
+def report(results: dict, items: dict, jobs: dict | None, args) -> str:
+    host = machine()
     out = ["# A training window's augmentation: avlib's HSV hue shift against torchvision's (`bench/bench_augment.py`)", "",
-           f"Command: `uv run --frozen python bench/bench_augment.py --repeats {args.repeats} --calls {args.calls}`  ",
-           f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, 1 torch thread, torch {torch.__version__}. "
+           f"Command: `uv run --frozen python bench/bench_augment.py --repeats {args.repeats} --calls {args.calls} "
+           f"--job-rounds {args.job_rounds} --job-steps {args.job_steps}`  ",
+           f"Machine: {host['cpu']}, {host['cores']} cores, 1 torch thread, torch {torch.__version__}. "
            f"Medians over {args.repeats} interleaved rounds of {args.calls} calls; ms per call (one window).", "",
            "| window | hue: torchvision | hue: avlib | x torchvision | differing bytes | video: torchvision's jitter "
            "| video: avlib's jitter | x | windows differing | log-mel | hue's share of a window | window (video + log-mel) x |",
@@ -150,6 +197,12 @@ def report(results: dict, items: dict, args) -> str:
             f"{ms['avlib']:.2f} ms with avlib's ({ms['avlib'] / ms['torchvision']:.3f}x; the same windows at 20 "
             f"items: {'yes' if items['same'] else 'NO'}); a step of 32 items: {32 * ms['torchvision']:.0f} against "
             f"{32 * ms['avlib']:.0f} ms of a loader worker's CPU."]
+    if jobs:
+        out += ["", f"**Two trainings at once on two cores** (the study's `--jobs 2`; the `dictionary_size` condition's "
+                f"training, 4096 keys, bf16, on 6,000 clips; {jobs['rounds']} rounds ABBA of 2 jobs x {jobs['steps']} steps, "
+                f"medians of the step's wall time after step 20): {jobs['torchvision']:.3f} s a step with torchvision's "
+                f"jitter, {jobs['avlib']:.3f} s with avlib's ({jobs['avlib'] / jobs['torchvision']:.3f}x; "
+                f"{jobs['torchvision'] / jobs['avlib']:.2f}x the steps an hour)."]
     return "\n".join(out) + "\n"
 
 
@@ -157,11 +210,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--job-rounds", type=int, default=2, help="rounds of two trainings at once per jitter (0: none)")
+    parser.add_argument("--job-steps", type=int, default=150)
+    parser.add_argument("--one-job", choices=list(JITTERS), help=argparse.SUPPRESS)
+    parser.add_argument("--job-folder", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench_augment.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.one_job:
+        one_job(args.one_job, args.job_steps, args.job_folder)
+        return
     results = {name: measure(frames, size, crop, args.repeats, args.calls) for name, frames, size, crop in WINDOWS}
-    text = report(results, training_items(args.repeats, args.calls), args)
+    items = training_items(args.repeats, args.calls)
+    jobs = two_jobs(args.job_rounds, args.job_steps) if args.job_rounds else None
+    text = report(results, items, jobs, args)
     Path(args.out).write_text(text)
     print(text)
 

@@ -1,5 +1,8 @@
 """avlib's HSV hue shift gives torchvision's bytes (every uint8 colour), and the training transform is unchanged."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +74,13 @@ def test_float_frames_go_to_torchvisions_kernel():
     params = {"fn_idx": torch.tensor([3, 0, 1, 2]), "brightness_factor": None, "contrast_factor": None,
               "saturation_factor": None, "hue_factor": 0.07}
     assert torch.equal(augment.ColorJitter(hue=0.1).transform(video, params), TF.adjust_hue(video, 0.07))
+
+
+def test_the_bench_times_both_jitters_on_the_same_bytes():
+    spec = importlib.util.spec_from_file_location("bench_augment", Path(__file__).resolve().parents[1] / "bench" / "bench_augment.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure(frames=2, size=16, crop=12, repeats=1, calls=3)
+    assert result["differing_bytes"] == 0 and result["differing_windows"] == 0 and result["pixels"] == 2 * 12 * 12
+    assert set(result["ms"]) == {"hue: torchvision", "hue: avlib", "video, torchvision's jitter", "video, avlib's jitter",
+                                 "log-mel"} and all(ms > 0 for ms in result["ms"].values())

@@ -81,7 +81,10 @@ the training clips at a fixed number of epochs).
   (video -1.44 [-7.23, +4.34]).  Every arm of the condition runs in bf16: its comparisons never mix
   precisions.  At the conservative 0.63x a ``random`` / ``active`` run is ~1.25 h, ``active_official``
   ~1.3 / 1.9 / 4.3 h at 256 / 1024 / 4096 keys (its selection stays float32): ~149 h for the 90 runs instead of 206 h; the primary cells (4096 keys)
-  ~67 h, ``random`` and ``active`` alone ~25 h.
+  ~67 h, ``random`` and ``active`` alone ~25 h.  The colour jitter's hue shift now makes torchvision's bytes in
+  half the time (``avlib.data.augment.hsv_hue_shift``, ``reports/bench_augment.md``): two of this condition's
+  trainings at once step 1.15x as often (0.303 against 0.348 s), and its ``random`` and ``active`` runs, measured
+  in the study, every 0.345 s at 2 jobs (the trainer 0.206 s and the loader's worker 0.137 s of CPU a step).
 * ``faulty_pair_rate``: 0, 0.25 and 0.5 of the clips with another clip's audio (the robust paper's
   setting), for ``random``, ``active``, ``xid`` and ``robust_xid``: 36 units (~1.5 h).
 * ``subset_fraction``: 0.25, 0.5 and 1.0 of the training clips for ``random``, ``active`` and
