@@ -85,7 +85,8 @@ def hsv_hue_shift(image: torch.Tensor, hue_factor: float) -> torch.Tensor:
     per channel by 0/1 weights.  ``tests/test_augment_hue.py`` compares all 2^24 colours at several
     factors; the identity holds for uint8 input only (floats go to torchvision).
     """
-    assert image.dtype == torch.uint8 and image.shape[-3] == 3, f"expected uint8 (..., 3, H, W), got {image.dtype} {tuple(image.shape)}"
+    assert image.dtype == torch.uint8 and image.shape[-3] == 3, \
+        f"expected uint8 (..., 3, H, W), got {image.dtype} {tuple(image.shape)}"
     r, g, b = (plane.to(torch.float32).mul_(1.0 / 255) for plane in image.unbind(dim=-3))  # to_dtype(scale=True)
     # RGB -> HSV (torchvision's _rgb_to_hsv); where max == min its 1-denominators meet a 0 numerator
     maxc = torch.maximum(torch.maximum(r, g), b)
@@ -130,12 +131,14 @@ class ColorJitter(v2.ColorJitter):
     hue shift of uint8 frames on the CPU (where the loader's workers run, and where the identity is tested) is
     :func:`hsv_hue_shift`: the same bytes, about half the time."""
 
+    #: make_params' operation ids -> (its factor's name, torchvision's kernel)
+    ADJUSTMENTS = {0: ("brightness_factor", TF.adjust_brightness), 1: ("contrast_factor", TF.adjust_contrast),
+                   2: ("saturation_factor", TF.adjust_saturation), 3: ("hue_factor", TF.adjust_hue)}
+
     def transform(self, inpt, params: dict):
-        adjust = {0: ("brightness_factor", TF.adjust_brightness), 1: ("contrast_factor", TF.adjust_contrast),
-                  2: ("saturation_factor", TF.adjust_saturation), 3: ("hue_factor", TF.adjust_hue)}
         out = inpt
         for fn_id in params["fn_idx"].tolist():  # the random order torchvision's make_params drew
-            name, kernel = adjust[fn_id]
+            name, kernel = self.ADJUSTMENTS[fn_id]
             factor = params[name]
             if factor is None:
                 continue
@@ -168,10 +171,11 @@ class VideoTransform:
     Training: random resized crop, horizontal flip and colour jitter, with the SAME parameters for
     every frame of the clip (v2 treats the leading T dimension as a batch sharing one draw), so
     motion is preserved.  Evaluation: the whole frame resized to crop x crop.  ``hue_space``: "hsv"
-    (torchvision's ColorJitter hue, the default, computed by :func:`hsv_hue_shift`: the same bytes in half the
-    time) or "yiq" (:class:`YIQHue`, after brightness, contrast and saturation, cheaper still).  ``augment`` picks the strength (:data:`VIDEO_AUGMENTS`): "light" (the
-    default) or "strong", SimCLR's recipe (Chen et al. 2020, Sec. 3 and App. A) for views that must not
-    be told apart by colour or framing alone.  ``normalize``: "dataset" (the default: one mean and std for
+    (torchvision's ColorJitter hue, the default, computed by :func:`hsv_hue_shift`: the same bytes in half
+    the time) or "yiq" (:class:`YIQHue`, after brightness, contrast and saturation, cheaper still).
+    ``augment`` picks the strength (:data:`VIDEO_AUGMENTS`): "light" (the default) or "strong", SimCLR's
+    recipe (Chen et al. 2020, Sec. 3 and App. A) for views that must not be told apart by colour or framing
+    alone.  ``normalize``: "dataset" (the default: one mean and std for
     every clip, Kinetics') or "frame" (:data:`VIDEO_NORMALIZATIONS`: every frame and colour channel to its
     own mean 0 and std 1 over its pixels, as :class:`AudioTransform` standardises each spectrogram).  Why
     "frame": it removes what a clip's frames share everywhere -- its background colour, brightness and
