@@ -242,6 +242,25 @@ def test_report_tables_show_named_levels_and_balanced_and_tail_accuracy(tmp_path
     assert "| ground_truth | `soft_positive` | 2 | 70.0 ± 14.1 | 60.0 ± 14.1 | 50.0 ± 14.1 | 70.0 ± 14.1 | 60.0 ± 14.1 | – |" in table
     assert "| kmeans | `soft_positive` | 2 |" in table
     assert "| kmeans | *random init* | 2 |" in probe_table(results)
+    assert "5-shot" not in probe_table(results)  # none of these runs has the low-shot probe
+
+
+def test_the_probe_table_shows_the_5_shot_probe_where_runs_have_it(tmp_path):
+    from avlib.study.report import probe_table
+    from avlib.study.results import ConditionResults, RunResult
+
+    condition = CONDITIONS["dictionary_size"]
+    runs = []
+    for name, seed, shot in (("random_dict4096", 0, 0.80), ("random_dict4096", 1, 0.90), ("active_dict4096", 0, None)):
+        probe = {m: {"linear": 0.99, "knn": 0.9, **({"linear_5shot": shot} if shot else {})} for m in ("video", "audio")}
+        init = {m: {"linear": 0.4, "knn": 0.2} for m in ("video", "audio")}  # a random-init probe from before it
+        runs.append(RunResult(condition.variant(name), seed, tmp_path, {}, {"probe": probe, "probe_random_init": init},
+                              {}, {}, None))
+    table = probe_table(ConditionResults(condition, runs, []))
+    assert "| video linear | video kNN | video linear 5-shot | audio linear | audio kNN | audio linear 5-shot |" in table
+    assert "| 4096 | `random` | 2 | 99.0 ± 0.0 | 90.0 ± 0.0 | 85.0 ± 7.1 |" in table
+    assert "| 4096 | `active` | 1 | 99.0 | 90.0 | – |" in table  # a run made before the probe existed
+    assert "| 4096 | *random init* | 2 | 40.0 ± 0.0 | 20.0 ± 0.0 | – |" in table
 
 
 def _probe_run(condition, name, seed, accuracy, config=None, tail=0.1):

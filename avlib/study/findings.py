@@ -27,8 +27,8 @@ from pathlib import Path
 
 from avlib.config import DataConfig
 from avlib.study.conditions import CONDITIONS
-from avlib.study.results import (PROBES, ConditionResults, figure_bytes, level_label, level_text, mean_std,
-                                 metric_values, rel, table, write_if_changed)
+from avlib.study.results import (LOW_SHOT_PROBE, MODALITIES, PROBES, ConditionResults, figure_bytes, level_label,
+                                 level_text, mean_std, metric_values, rel, table, write_if_changed)
 from avlib.study.stats import ALPHA, DELTA, POWER, MAX_SEEDS, Arms, Decision, StatsError, decide, decide_family
 
 #: the equivalence margin of each kind of metric (the last word of a metric name, its prefix for
@@ -207,7 +207,7 @@ KNN = ("video knn", "audio knn")
 TAIL = ("video linear_tail", "audio linear_tail")
 #: the linear probe with 5 labels a class (avlib.eval.probe.low_shot_probe): dictionary_size's full-label linear
 #: probe saturates (99.6-99.8% for random and active at seed 0), so its comparisons read this one
-LOW_SHOT = ("video linear_5shot", "audio linear_5shot")
+LOW_SHOT = tuple(f"{m} {LOW_SHOT_PROBE}" for m in MODALITIES)
 CLAIMS = (
     Claim("CM-ACC (Ma et al., ICLR 2021)", "cm_acc",
           "an actively sampled dictionary gives better representations than a random (FIFO) one",

@@ -20,12 +20,13 @@ import math
 from pathlib import Path
 
 from avlib.config import PretrainConfig
+from avlib.eval.probe import SHOT_DRAWS, SHOTS
 from avlib.study.conditions import CONDITIONS
 from avlib.study.findings import findings_section
 from avlib.study.kept import DIVERSITY_RECORD, KEPT, RECORD, is_restored, keep_run, kept_dir, write_if_changed
 from avlib.study.noise import NOISE_ANCHOR, NOISE_TITLE, arms_noise, claims_noise, noise_section
-from avlib.study.results import (LINKS, MODALITIES, PROBE_NAMES, PROBES, ConditionResults, RunResult, collect,
-                                 figure_bytes, fmt, level_label, level_text, mean_std, rel, table)
+from avlib.study.results import (LINKS, LOW_SHOT_PROBE, MODALITIES, PROBE_NAMES, PROBES, ConditionResults, RunResult,
+                                 collect, figure_bytes, fmt, level_label, level_text, mean_std, rel, table)
 from avlib.study.run import PACKAGES, copy_if_changed
 
 #: parameters that differ between any two runs for bookkeeping only
@@ -45,8 +46,12 @@ def _first_columns(results: ConditionResults) -> list[str]:
 
 
 def probe_table(results: ConditionResults) -> str:
-    """Linear and kNN test accuracy (%) per variant, and the random-init encoders per level."""
-    header = _first_columns(results) + [f"{m} {PROBE_NAMES[k]}" for m in MODALITIES for k in PROBES]
+    """Linear and kNN test accuracy (%) per variant, and the random-init encoders per level; also the linear
+    probe on 5 labels a class (``linear_5shot``) where the condition's runs have it (its comparisons read it
+    where the full-label probe saturates: ``findings.LOW_SHOT``)."""
+    low_shot = any(r.probe_or_none(m, LOW_SHOT_PROBE) is not None for r in results.runs for m in MODALITIES)
+    columns = [(m, k) for m in MODALITIES for k in PROBES + ((LOW_SHOT_PROBE,) if low_shot else ())]
+    header = _first_columns(results) + [f"{m} {PROBE_NAMES[k]}" for m, k in columns]
     rows = []
     levels = results.condition.levels or [None]
     for level in levels:
@@ -57,13 +62,12 @@ def probe_table(results: ConditionResults) -> str:
             runs = results.of(variant)
             level_runs += runs
             rows.append(_row_label(results, variant) + [str(len(runs))] +
-                        [fmt([r.probe(m, k) for r in runs], 100) for m in MODALITIES for k in PROBES])
+                        [fmt([r.probe_or_none(m, k) for r in runs], 100) for m, k in columns])
         first_per_seed = {r.seed: r for r in reversed(level_runs)}  # same encoders for every method of a seed
         if first_per_seed:
             baseline = list(first_per_seed.values())
             rows.append(([level_text(level)] if level is not None else []) + ["*random init*", str(len(baseline))] +
-                        [fmt([r.summary["probe_random_init"][m][k] for r in baseline], 100)
-                         for m in MODALITIES for k in PROBES])
+                        [fmt([r.summary["probe_random_init"][m].get(k) for r in baseline], 100) for m, k in columns])
     return table(header, rows, align_from=len(_first_columns(results)) - 1)
 
 
@@ -353,7 +357,9 @@ def _condition_section(results: ConditionResults, report_dir: Path, study_dir: P
     parts += ["### Probe accuracy (test split, %)", "",
               "Linear probe (logistic regression, C chosen on the val split) and kNN on frozen backbone features, "
               "mean ± std over seeds, from each run's `summary.json`; *random init* is the same encoders before "
-              "training.", "", probe_table(results), "",
+              f"training. *linear 5-shot* (where the runs have it): the linear probe (C = 1) fitted on {SHOTS} labelled "
+              f"training clips a class, the mean over {SHOT_DRAWS} seeded draws that are the same for every run of a "
+              "dataset; – where a run predates it.", "", probe_table(results), "",
               "Per class (%): accuracy, balanced accuracy (mean per-class recall) and tail accuracy (mean recall of "
               "the rarest third of the classes by training clips, ties to the higher class index, so with balanced "
               "classes the last third), mean ± std over seeds; – where a run predates them.", "",

@@ -30,7 +30,9 @@ from avlib.study.run import finished_by_parameters, plan_runs, same_run_paramete
 
 MODALITIES = ("video", "audio")
 PROBES = ("linear", "knn")
-PROBE_NAMES = {"linear": "linear", "knn": "kNN"}
+#: the linear probe on 5 labelled clips a class (``avlib.eval.probe.low_shot_probe``), in runs since it exists
+LOW_SHOT_PROBE = "linear_5shot"
+PROBE_NAMES = {"linear": "linear", "knn": "kNN", LOW_SHOT_PROBE: "linear 5-shot"}
 #: in a condition's kept folder: its runs that are another condition's (run name -> "<condition>/<run>"),
 #: so that a condition made only of such runs has a kept folder too
 LINKS = "links.json"
