@@ -46,7 +46,7 @@ class YIQHue(torch.nn.Module):
     """Hue jitter as a rotation of the chroma plane in YIQ space by ``2 pi h``, ``h ~ U(-hue, hue)``.
 
     Why: torchvision's HSV hue shift converts every pixel to HSV and back, 23 of the 28 ms a 24-frame
-    112-px training window costs on one core (``bench/bench_data.md``), three times its decoding (the same
+    112-px training window costs on one core (``reports/bench_data.md``), three times its decoding (the same
     bytes by :func:`hsv_hue_shift` take about half of that, ``reports/bench_augment.md``).  A YIQ
     rotation is one 3x3 matrix per clip (the hue operator NVIDIA DALI uses); it keeps luma exactly and
     turns hues by the same angle range, but is not the same map as the HSV shift, so it is an option
