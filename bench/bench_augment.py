@@ -10,8 +10,7 @@ variant by variant in one run, at two window sizes (the study's 12 frames of 48 
   windows, each video and log-mel) with either jitter;
 - a whole training window: ``VideoTransform`` (crop, flip, colour jitter: the "light" recipe) built with
   torchvision's ``ColorJitter`` against avlib's, the same seeds, plus the window's log-mel
-  (``AudioTransform``), which neither changes, for the share of the window the hue takes.
-
+  (``AudioTransform``), which neither changes, for the share of the window the hue takes;
 - what the study sees: two short trainings at once on two cores (``--jobs 2``: two trainers, two loader
   workers), the ``dictionary_size`` condition's configuration on a smaller embedded dataset, both with
   avlib's jitter or both with torchvision's, in rounds ordered ABBA; the median wall seconds a step.
