@@ -62,7 +62,8 @@ def probe_table(results: ConditionResults) -> str:
             runs = results.of(variant)
             level_runs += runs
             rows.append(_row_label(results, variant) + [str(len(runs))] +
-                        [fmt([r.probe_or_none(m, k) for r in runs], 100) for m, k in columns])
+                        [fmt([r.probe(m, k) if k in PROBES else r.probe_or_none(m, k) for r in runs], 100)
+                         for m, k in columns])  # every run has linear and kNN; older ones lack the 5-shot
         first_per_seed = {r.seed: r for r in reversed(level_runs)}  # same encoders for every method of a seed
         if first_per_seed:
             baseline = list(first_per_seed.values())
