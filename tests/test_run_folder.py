@@ -195,3 +195,17 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_checkpoint(tmp_path
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt"]
     monkeypatch.undo()
     assert torch.load(run_folder.checkpoint_path(tmp_path), weights_only=False)["step"] == 1
+
+
+def test_two_writers_of_one_path_at_once_both_succeed_and_leave_one_whole_file(tmp_path):
+    """The study's two jobs of one seed fill the shared random-init cache at the same moment (CI
+    failed on it): here the second write starts and finishes while the first one's file is open."""
+    path = tmp_path / "cache" / "baseline.json"
+
+    def first_writer(handle):
+        handle.write(b'{"writer": "first"}\n')
+        run_folder.write_json_atomic({"writer": "second"}, path)  # the other process, meanwhile
+
+    run_folder._write_atomic(path, first_writer)
+    assert json.loads(path.read_text()) == {"writer": "first"}  # the last rename wins, whole
+    assert [p.name for p in path.parent.iterdir()] == ["baseline.json"]

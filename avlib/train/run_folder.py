@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import pickle
+import secrets
 import platform
 import sys
 import time
@@ -59,10 +60,14 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """``write(handle)`` into ``path.tmp``, fsync, rename over ``path``; on any failure (a full disk,
-    an interrupt) the temporary file is removed and ``path`` is left as it was."""
+    """``write(handle)`` into a temporary file beside ``path``, fsync, rename over ``path``; on any
+    failure (a full disk, an interrupt) the temporary file is removed and ``path`` is left as it was.
+
+    The temporary name is the writer's own (PID and a random suffix): two processes may write one
+    path at once (the study's jobs of one seed both fill the shared random-init cache), and with a
+    common ``path.tmp`` the second rename found the file already moved and failed its run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "wb") as handle:
             write(handle)

@@ -35,6 +35,7 @@ import csv
 import io
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -404,11 +405,16 @@ def write_manifest(rows: list[dict], path: str | os.PathLike) -> Path:
         columns += [c for c in row if c not in columns]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    # the writer's own temporary name: two study jobs may prepare one source's clip manifest at once
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 
