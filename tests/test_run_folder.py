@@ -21,6 +21,7 @@ from avlib.data import ManifestError, SyntheticSpec, generate
 from avlib.data.manifest import load_manifest
 from avlib.train import pretrain, read_metrics
 from avlib.train import run_folder
+from avlib.study.kept import write_if_changed
 from tiny import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,15 +198,28 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_checkpoint(tmp_path
     assert torch.load(run_folder.checkpoint_path(tmp_path), weights_only=False)["step"] == 1
 
 
-def test_two_writers_of_one_path_at_once_both_succeed_and_leave_one_whole_file(tmp_path):
-    """The study's two jobs of one seed fill the shared random-init cache at the same moment (CI
-    failed on it): here the second write starts and finishes while the first one's file is open."""
-    path = tmp_path / "cache" / "baseline.json"
+WRITERS = {
+    "random_init_cache": lambda path, text: run_folder.write_json_atomic({"writer": text}, path),
+    "study_report": lambda path, text: write_if_changed(path, (json.dumps({"writer": text}) + "\n").encode()),
+}
 
-    def first_writer(handle):
-        handle.write(b'{"writer": "first"}\n')
-        run_folder.write_json_atomic({"writer": "second"}, path)  # the other process, meanwhile
 
-    run_folder._write_atomic(path, first_writer)
+@pytest.mark.parametrize("writer", WRITERS)
+def test_two_writers_of_one_path_at_once_both_succeed_and_leave_one_whole_file(tmp_path, monkeypatch, writer):
+    """Two processes write one path at once: the study's two jobs of one seed fill the shared random-init
+    cache (CI failed on it), two study commands regenerate REPORT.md.  Here the second write runs whole
+    just before the first one's rename, the interleaving that failed with a shared ``path.tmp``."""
+    path, write = tmp_path / "cache" / "baseline.json", WRITERS[writer]
+    real_replace, interleaved = os.replace, []
+
+    def replace_after_the_other_writer(src, dst):
+        if not interleaved:
+            interleaved.append(src)
+            write(path, "second")  # the other process, meanwhile
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_the_other_writer)
+    write(path, "first")
+    assert interleaved
     assert json.loads(path.read_text()) == {"writer": "first"}  # the last rename wins, whole
     assert [p.name for p in path.parent.iterdir()] == ["baseline.json"]

@@ -26,6 +26,8 @@ import os
 import shutil
 from pathlib import Path
 
+from avlib.train.run_folder import write_bytes_atomic
+
 #: the study's own record in each run folder (condition, variant, seed, attempts: ``avlib.study.run``)
 RECORD = "study_run.json"
 #: a run's end-of-training dictionary diversity, kept beside its config.json
@@ -51,10 +53,7 @@ def write_if_changed(path: Path, data: bytes) -> None:
     """Write unless ``path`` already holds these bytes (a finished study leaves reports/ untouched)."""
     if path.is_file() and path.read_bytes() == data:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(data, path)
 
 
 def record_bytes(data: dict) -> bytes:

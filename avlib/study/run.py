@@ -55,7 +55,8 @@ import submitit
 
 from avlib.config import ConfigError, DataConfig, PretrainConfig
 from avlib.study.conditions import STUDY_BASE, Condition, Variant
-from avlib.study.kept import RECORD, is_restored, keep_run, restore_run
+from avlib.study.kept import RECORD, is_restored, keep_run, record_bytes, restore_run
+from avlib.train.run_folder import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -312,10 +313,7 @@ class AttemptRecord:
         self._write()
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        write_bytes_atomic(record_bytes(self.data), self.path)
 
 
 # ----------------------------------------------------------------------------- executing notebooks

@@ -123,6 +123,12 @@ def write_json_atomic(data: dict, path: Path) -> None:
     _write_atomic(path, lambda handle: handle.write(text))
 
 
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    """``data`` to ``path`` all at once or not at all, however many processes write it (see
+    :func:`_write_atomic`): the study's records and reports, which two study commands may share."""
+    _write_atomic(Path(path), lambda handle: handle.write(data))
+
+
 class RunFolderLock:
     """One run at a time in a run folder: an exclusive ``flock`` on ``run_dir/.lock``, which holds
     the owner's PID, host and start time.
