@@ -2,6 +2,7 @@
 
 import csv
 import platform
+import re
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -289,8 +290,11 @@ def test_window_errors_name_the_file(corpus, decoder):
     end = float(good_rows(corpus)[0]["duration"])
     with pytest.raises(DecodeError, match=f"{path}: truncated: the window needs video up to"):
         decode_window(path, **{**kw, "video_start_s": end - 0.5})
-    with pytest.raises(DecodeError, match=f"{path}: audio ends at"):
-        decode_window(path, **{**kw, "num_frames": 0, "audio_start_s": end - 0.5})
+    for start in (end - 0.5, end + 1.0):  # a window over the audio's end, and one wholly past it
+        with pytest.raises(DecodeError, match=f"{path}: audio ends at") as error:
+            decode_window(path, **{**kw, "num_frames": 0, "audio_start_s": start})
+        ends = float(re.search(r"audio ends at ([0-9.]+)s", str(error.value)).group(1))
+        assert abs(ends - end) <= 0.05, (start, str(error.value))  # where it ends, within two AAC frames
     # the last frame holds through its display span; audio may end up to one video frame early
     frames, audio = decode_window(path, **{**kw, "video_start_s": end - 1.0 + 0.5 / NTSC, "audio_start_s": end - 1.0 + 0.03})
     assert frames.shape == (16, 64, 64, 3) and audio.shape == (SR,)

@@ -174,15 +174,22 @@ def _truncated(name: str, needed: float, ends: float) -> DecodeError:
                              f"ends at {ends:.3f}s (a window past the end, or a truncated file)")
 
 
+def _audio_ends_early(name: str, ends_s: float, audio_start_s: float, stop_s: float) -> DecodeError:
+    """The one message of both backends for a window the audio does not cover: where it ends."""
+    return DecodeError(name, f"audio ends at {ends_s:.3f}s, {stop_s - ends_s:.3f}s before the end of the window "
+                             f"[{audio_start_s:.3f}s, {stop_s:.3f}s) (a window past the end, or truncated audio)")
+
+
 def _fit_audio(name: str, audio: np.ndarray, num_samples: int, sample_rate: int, fps: float,
-               audio_start_s: float) -> np.ndarray:
-    """Cut/zero-pad ``audio`` (S,) to ``num_samples``: at most one video frame of padding at the end."""
+               audio_start_s: float, ends_s: float | None = None) -> np.ndarray:
+    """Cut/zero-pad ``audio`` (S,) to ``num_samples``: at most one video frame of padding at the end.
+
+    ``ends_s``: where the decoded audio ends, for the error (default: where ``audio`` ends, which is
+    only right when the audio reaches the window's start)."""
     missing = num_samples - len(audio)
     if missing > math.ceil(sample_rate / fps):
-        ends = audio_start_s + len(audio) / sample_rate
-        raise DecodeError(name, f"audio ends at {ends:.3f}s, {missing / sample_rate:.3f}s before the "
-                                f"window's end {audio_start_s + num_samples / sample_rate:.3f}s "
-                                f"(a window past the end, or truncated audio)")
+        ends = audio_start_s + len(audio) / sample_rate if ends_s is None else ends_s
+        raise _audio_ends_early(name, ends, audio_start_s, audio_start_s + num_samples / sample_rate)
     if missing > 0:
         audio = np.concatenate([audio, np.zeros(missing, np.float32)])
     return np.ascontiguousarray(audio[:num_samples], dtype=np.float32)
@@ -306,12 +313,14 @@ def _pyav_audio(container, name: str, audio_start_s: float, num_samples: int, sa
     except av.FFmpegError as exc:
         raise DecodeError(name, f"corrupt or truncated audio data ({exc})") from exc
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)  # (S',) from grid_t0
-    offset = int(round(((grid_t0 if grid_t0 is not None else 0.0) - audio_start_s) * sample_rate))
+    decoded_from = grid_t0 if grid_t0 is not None else from_s
+    ends_s = decoded_from + len(audio) / sample_rate  # where the decoded audio ends (an error names it)
+    offset = int(round((decoded_from - audio_start_s) * sample_rate))
     if offset > 0:  # the audio (or the clip) starts after the window: silence before it
         audio = np.concatenate([np.zeros(offset, np.float32), audio])
     else:
         audio = audio[-offset:]
-    return _fit_audio(name, audio, num_samples, sample_rate, fps, audio_start_s)
+    return _fit_audio(name, audio, num_samples, sample_rate, fps, audio_start_s, ends_s)
 
 
 def _drop_front(frame: av.AudioFrame, skip: int) -> av.AudioFrame:
@@ -425,8 +434,12 @@ def _torchcodec_audio(src, name: str, audio_start_s: float, num_samples: int, sa
     try:
         samples = decoder.get_samples_played_in_range(from_s, stop_s)
     except RuntimeError as exc:  # "No audio frames were decoded": the window is past the end
-        raise DecodeError(name, f"audio: {_first_line(exc)} (a window past the end, or truncated "
-                                f"audio)") from exc
+        meta = decoder.metadata
+        if meta.duration_seconds is None:
+            raise DecodeError(name, f"audio: {_first_line(exc)} (a window past the end, or truncated "
+                                    f"audio)") from exc
+        ends_s = (meta.begin_stream_seconds or 0.0) + meta.duration_seconds
+        raise _audio_ends_early(name, ends_s, audio_start_s, stop_s) from exc
     audio = samples.data.numpy().reshape(-1).astype(np.float32, copy=False)  # (S',) mono
     offset = int(round((float(samples.pts_seconds) - audio_start_s) * sample_rate))
     if offset > 0:  # the audio starts after the window's start: silence before it
