@@ -21,22 +21,23 @@ PER_SHARD = 3
 COLUMNS = ["path", "label", "split", "clip_id", "start", "end", "group"]
 
 
-def _write_clip(path, *, size=(48, 32), fps=10, seconds=2.0, audio=True, sr=22050, container="mp4"):
-    """Frame k is uniformly grey 10k; stereo audio is silent but for a click at 0.5 s."""
+def _write_clip(path, *, size=(48, 32), fps=10, seconds=2.0, audio=True, sr=22050, container="mp4",
+                audio_codec="aac", layout="stereo"):
+    """Frame k is uniformly grey 10k; the audio is silent but for a click at 0.5 s."""
     with av.open(str(path), "w", format=container) as out:
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
         if audio:
-            sound = out.add_stream("aac", rate=sr, layout="stereo")
+            sound = out.add_stream(audio_codec, rate=sr, layout=layout)
         for k in range(int(seconds * fps)):
             frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 10 * k, np.uint8), format="rgb24")
             frame.pts = k
             out.mux(video.encode(frame))
         out.mux(video.encode())
         if audio:
-            x = np.zeros((2, int(seconds * sr)), np.float32)  # (C, S)
+            x = np.zeros((len(av.AudioLayout(layout).channels), int(seconds * sr)), np.float32)  # (C, S)
             x[:, sr // 2: sr // 2 + 50] = 0.8
-            block = av.AudioFrame.from_ndarray(x, format="fltp", layout="stereo")
+            block = av.AudioFrame.from_ndarray(x, format="fltp", layout=layout)
             block.sample_rate, block.pts = sr, 0
             out.mux(sound.encode(block))
             out.mux(sound.encode())
@@ -221,6 +222,24 @@ def test_copy_mode_skips_a_file_that_is_not_mp4_and_re_encoding_takes_it(tmp_pat
                                     reencode={"short_side": 16, "fps": 10, "keyframe_interval_s": 1})
     assert [s["row"] for s in index["samples"]] == [1]
     assert [why for _, _, why in index["skipped"]] == ["file not found"] * 2
+
+
+def test_pcm_audio_with_an_unordered_layout_is_re_encoded(tmp_path):
+    """AVI (like WAV and Matroska) PCM without a channel mask reads as "1 channels", a layout the AAC
+    encoder refused: such a row was skipped as "re-encode failed" (found by a sweep over media of other kinds)."""
+    _write_clip(tmp_path / "clip.avi", container="avi", audio_codec="pcm_s16le", layout="mono", sr=16000)
+    with av.open(str(tmp_path / "clip.avi")) as source:
+        assert source.streams.audio[0].codec_context.layout.name == "1 channels"  # the quirk itself
+    (tmp_path / "m.csv").write_text("path,label,split\nclip.avi,a,train\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        index = shards.write_shards(tmp_path / "m.csv", tmp_path / "re", progress=False, on_error="raise",
+                                    reencode={"short_side": 16, "fps": 10, "keyframe_interval_s": 1})
+    assert index["skipped"] == [] and [s["row"] for s in index["samples"]] == [1]
+    (tmp_path / "out.mp4").write_bytes(shards.read_sample_bytes(tmp_path / "re", index, 0))
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.streams.audio[0].codec_context.layout.name == "mono"
+    clip = decode_clip(tmp_path / "out.mp4", fps=10, frame_size=16, sample_rate=16000)
+    assert abs(np.argmax(np.abs(clip.audio) > 0.2) / 16000 - 0.5) < 0.005  # the click, on time
 
 
 def test_a_file_that_fails_to_re_encode_is_skipped_and_reported(corpus, tmp_path, monkeypatch):

@@ -195,6 +195,24 @@ def _audio_planes(frame) -> np.ndarray:
     return data.astype(np.float32)
 
 
+#: the layout an unordered channel count gets (AAC refuses "N channels"; it encodes at most 8)
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _encodable_layout(layout) -> tuple[str, int]:
+    """(layout name, channels) the AAC encoder takes for a source's ``layout``.
+
+    A PCM track in AVI, WAV or Matroska without a channel mask has an UNORDERED layout ("1 channels",
+    "2 channels"), which the AAC encoder refuses (``avcodec_open2`` returned EINVAL, a skipped row);
+    it gets the usual layout of that many channels."""
+    channels = len(layout.channels)
+    if layout.name.endswith(" channels"):
+        if channels not in DEFAULT_LAYOUTS:
+            raise ValueError(f"an unordered layout of {channels} audio channels (up to 8 can be re-encoded)")
+        return DEFAULT_LAYOUTS[channels], channels
+    return layout.name, channels
+
+
 def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the short side ``short_side`` and the aspect kept, both even."""
     scale = short_side / min(width, height)
@@ -226,8 +244,7 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
         video_out.width, video_out.height, video_out.pix_fmt = width, height, "yuv420p"
         video_out.codec_context.gop_size = gop
         sample_rate = audio_in.codec_context.sample_rate
-        layout = audio_in.codec_context.layout.name
-        channels = len(audio_in.codec_context.layout.channels)
+        layout, channels = _encodable_layout(audio_in.codec_context.layout)
         audio_out = out.add_stream("aac", rate=sample_rate, layout=layout)
 
         if start > 0:
