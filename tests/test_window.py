@@ -256,6 +256,63 @@ def test_a_window_is_the_same_span_of_the_whole_decoded_clip(corpus, decoder):
                     assert np.abs(audio - cut).max() <= AUDIO_TOL
 
 
+def _write_unindexed(path: Path, container: str, vcodec: str, acodec: str, seconds: float = 3.0,
+                     fps: int = 25, sr: int = 48000) -> None:
+    """A clip in a container without a keyframe index: frame k is grey 2k + a bar at x = k, the sound a
+    440-Hz tone whose level grows with time; H.264's only keyframe is its first frame (keyint 250, as
+    libx264's default: 10 s at 25 fps)."""
+    with av.open(str(path), "w", format=container) as out:
+        video = out.add_stream(vcodec, rate=fps)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        if vcodec == "libx264":
+            video.options = {"x264-params": "keyint=250:scenecut=0"}
+        sound = out.add_stream(acodec, rate=sr)
+        sound.layout = "stereo"
+        for k in range(int(seconds * fps)):
+            image = np.full((64, 96, 3), 2 * k, np.uint8)
+            image[:, k % 96] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = k
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        t = np.arange(int(seconds * sr)) / sr
+        tone = (0.1 + 0.2 * t / seconds) * np.sin(2 * np.pi * 440 * t)
+        block = av.AudioFrame.from_ndarray(np.stack([tone, tone]).astype(np.float32), format="fltp", layout="stereo")
+        block.sample_rate, block.pts = sr, 0
+        out.mux(sound.encode(block))
+        out.mux(sound.encode())
+
+
+@pytest.mark.parametrize("decoder", BOTH)
+@pytest.mark.parametrize("kind", [("mpegts", "libx264", "aac", "ts"), ("mpeg", "mpeg2video", "mp2", "mpg")],
+                         ids=["mpegts_one_keyframe", "mpeg_ps"])
+def test_a_container_without_a_keyframe_index_gives_the_windows_of_the_whole_clip(tmp_path, decoder, kind):
+    """MPEG-TS and MPEG-PS seek by timestamps, not to keyframes.  With one keyframe, every seek past it
+    decoded nothing (PyAV: "truncated", torchcodec: "no more frames left" in both seek modes), and a
+    seek into an MPEG-PS audio stream starts inside an MP2 frame (PyAV: "Invalid data").  Windows at
+    several times equal decode_clip's frames (the torchcodec backend hands these containers to PyAV:
+    torchcodec returned wrong frames from the MPEG-PS) and its audio to within half a sample: the audio
+    streams start between samples of the 16-kHz grid (0.0587 s, 0.5300 s), which the window keeps on the
+    stream's grid and decode_clip rounds to a sample (a 440-Hz tone of amplitude <= 0.3 moves by at most
+    0.3 x 2 pi 440 / 16000 / 2 = 0.026 in half a sample)."""
+    container, vcodec, acodec, ext = kind
+    path = tmp_path / f"clip.{ext}"
+    _write_unindexed(path, container, vcodec, acodec)
+    clip = decode_clip(path, fps=8, frame_size=64, sample_rate=SR)
+    for start in (0.5, 1.25, 1.75):  # before the PS's first frame (0.54 s: the first held), then inside
+        frames, audio = decode_window(path, video_start_s=start, num_frames=6, fps=8, frame_size=64,
+                                      audio_start_s=start, num_samples=SR // 2, sample_rate=SR, decoder=decoder)
+        first, n0 = int(round(start * 8)), int(round(start * SR))
+        expected, cut = clip.frames[first:first + 6], clip.audio[n0:n0 + SR // 2]
+        assert np.array_equal(frames, expected), start
+        lags = range(-16, 17)  # samples: 1 ms either way
+        misfit = [np.abs(audio[16:-16] - clip.audio[n0 + lag + 16:n0 + lag + SR // 2 - 16]).max() for lag in lags]
+        assert lags[int(np.argmin(misfit))] == 0 and min(misfit) <= 0.03, (start, min(misfit))
+        assert np.sqrt(np.mean(audio ** 2)) > 0.05  # the tone, not silence
+        # control: the window of the next frame differs (the clip moves every frame)
+        assert not np.array_equal(frames, clip.frames[first + 1:first + 7])
+
+
 @pytest.mark.parametrize("decoder", BOTH)
 def test_bytes_input_equals_path_input(corpus, decoder):
     kw = event_window(corpus, 2, frame_size=112, frames=16)

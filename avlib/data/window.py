@@ -72,6 +72,12 @@ FFMPEG_INSTALL = ("apt-get install -y --no-install-recommends " + " ".join(FFMPE
 AUDIO_PREROLL_S = 0.15  # the resampler starts this much before the window (its filter spans ~1 ms)
 AUDIO_POSTROLL_S = 0.1  # decode this far past the window's end so the resampler's output covers it
 SEEK_RETRY_S = 1.0  # if a seek lands after the first target, seek again this much earlier
+#: FFmpeg's names of the MPEG program and transport streams: no keyframe index (see ``_unindexed_mpeg``)
+UNINDEXED_FORMATS = ("mpeg", "mpegts")
+#: in those, a seek lands on whatever packet has the time, and MPEG-2's open GOPs make the B-frames just
+#: after a keyframe depend on the GOP before it: decoded without it they are damaged (measured: a grey
+#: level of 60 for 62).  Seeking this much earlier puts them before the window.
+UNINDEXED_SEEK_MARGIN_S = 1.0
 
 _torchcodec_problem: list = []  # [reason or None], computed once per process
 _warned_fallback: list = []  # one entry once the fallback warning was given
@@ -214,12 +220,17 @@ def _pyav_video(container, name: str, targets: np.ndarray, frame_size: int) -> n
     src_span = 1.0 / float(vstream.average_rate) if vstream.average_rate else 0.0
     start_time = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
     seek_to = float(targets[0])
+    if container.format.name in UNINDEXED_FORMATS:  # land a GOP early: see UNINDEXED_SEEK_MARGIN_S
+        seek_to -= UNINDEXED_SEEK_MARGIN_S
     while True:
         frames, prev = _pyav_video_from(container, vstream, name, targets, frame_size, seek_to,
                                         src_span, start_time)
         if frames is not None:
             break
-        seek_to -= SEEK_RETRY_S  # the keyframe found was after the first target (B-frame delay)
+        if prev is _NOTHING_DECODED:  # no keyframe after where the seek landed: decode from the start
+            seek_to = start_time
+        else:
+            seek_to -= SEEK_RETRY_S  # the keyframe found was after the first target (B-frame delay)
     if len(frames) < len(targets):
         end = prev[0] + src_span  # the last frame's display span
         for t in targets[len(frames):]:
@@ -236,9 +247,19 @@ def _take(entry: list, frame_size: int) -> np.ndarray:
     return entry[2]
 
 
+#: ``_pyav_video_from``'s answer when nothing decoded after a seek past the stream's start
+_NOTHING_DECODED = object()
+
+
 def _pyav_video_from(container, vstream, name, targets, frame_size, seek_to, src_span, start_time):
     """Seek to the keyframe at or before ``seek_to`` and fill targets; (None, None) when the first
-    decoded frame is after the first target but not the stream's first frame (seek again earlier)."""
+    decoded frame is after the first target but not the stream's first frame (seek again earlier);
+    (None, _NOTHING_DECODED) when no frame decoded after a seek past the start.
+
+    Why the last: a container without a keyframe index (MPEG-TS, MPEG-PS) seeks by timestamps to a
+    packet that need not be a keyframe; the decoder then drops everything until the next keyframe,
+    and with a long GOP (libx264's default keyint is 250 frames, 10 s at 25 fps) there is none before
+    the end.  Decoding from the start reads what the seek could not."""
     if seek_to > start_time:
         try:
             container.seek(int(seek_to / vstream.time_base), stream=vstream, backward=True)
@@ -262,6 +283,8 @@ def _pyav_video_from(container, vstream, name, targets, frame_size, seek_to, src
                     return frames, prev
     except av.FFmpegError as exc:
         raise DecodeError(name, f"corrupt or truncated media data ({exc})") from exc
+    if prev is None and seek_to > start_time:
+        return None, _NOTHING_DECODED
     if prev is None:
         claimed = (float(vstream.duration * vstream.time_base) if vstream.duration is not None
                    else container.duration / av.time_base if container.duration is not None else None)
@@ -290,12 +313,22 @@ def _pyav_audio(container, name: str, audio_start_s: float, num_samples: int, sa
     chunks: list[np.ndarray] = []
     grid_t0: float | None = None  # time of the first input sample fed: a common grid point
     done = False
+    last_pts = None
     try:
         for packet in container.demux(astream):
-            for frame in packet.decode():
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError:
+                if grid_t0 is None and from_s > 0:
+                    continue  # a seek without an index (MPEG-PS/TS) lands inside a frame: the next packet starts one
+                raise
+            for frame in decoded:
                 if frame.time is not None and frame.time > stop_s + AUDIO_POSTROLL_S:
                     done = True  # the resampler's output already covers the window
                     break
+                if frame.pts is not None and frame.pts == last_pts:
+                    continue  # re-emitted under the same pts after a seek cut into a frame (MPEG-PS): 1152 samples too many
+                last_pts = frame.pts
                 if grid_t0 is None:
                     first = int(round((frame.time or 0.0) * in_rate))  # the frame's first input sample
                     skip = (-first) % align  # input samples to the next common grid point
@@ -449,10 +482,35 @@ def _torchcodec_audio(src, name: str, audio_start_s: float, num_samples: int, sa
     return _fit_audio(name, audio, num_samples, sample_rate, fps, audio_start_s)
 
 
+def _unindexed_mpeg(source) -> bool:
+    """Whether ``source`` is an MPEG transport or program stream (by its first bytes: the 0x47 sync
+    byte every 188 bytes, or every 192 after a 4-byte timecode in M2TS; the 00 00 01 BA pack header).
+
+    Why: these containers have no keyframe index and seek by timestamps.  torchcodec 0.17 returned
+    WRONG frames from an MPEG-PS (asked for 1.25 s, it gave the frame of 1.68 s, in both seek modes)
+    and none at all from an MPEG-TS whose only keyframe was its first frame; PyAV's backend reads
+    both right (``_NOTHING_DECODED``, and the audio packets a seek cuts are skipped), so the
+    torchcodec backend hands them to it."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        head = bytes(source[:400])
+    else:
+        try:
+            with open(source, "rb") as handle:
+                head = handle.read(400)
+        except OSError:
+            return False  # torchcodec names a missing or unreadable file
+    if head[:4] == b"\x00\x00\x01\xba":
+        return True
+    return any(len(head) > offset + 2 * packet and all(head[offset + k * packet] == 0x47 for k in range(3))
+               for offset, packet in ((0, 188), (4, 192)))
+
+
 def _decode_torchcodec(source, name, targets, frame_size, audio_start_s, num_samples, sample_rate, fps):
     problem = torchcodec_problem()
     if problem is not None:
         raise DecodeError(name, f"decoder='torchcodec' but {problem}; install them: {FFMPEG_INSTALL}")
+    if _unindexed_mpeg(source):
+        return _decode_pyav(source, name, targets, frame_size, audio_start_s, num_samples, sample_rate, fps)
     src = _torchcodec_source(source)
     frames = (_torchcodec_video(src, name, targets, frame_size) if len(targets)
               else np.zeros((0, frame_size, frame_size, 3), np.uint8))
