@@ -2,7 +2,11 @@
 is written only while free, a full ring falls back to torch's hand-over, and the shared memory is the
 slots' (it does not grow with the batches read)."""
 
+import multiprocessing
+import os
 import pickle
+import signal
+import time
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
@@ -12,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avlib.data.dataset import collate
 from avlib.data.ring import SLOT_KEY, SlotCollate, SlotLoader
+from avlib.train.loop import _single_threaded_worker
 
 
 def item(k: int, frames: int = 4) -> dict:
@@ -112,3 +117,23 @@ def test_in_one_process_the_collate_function_is_called_as_it_is():
     assert_same(batch, collate(items))
     with pytest.raises(ValueError, match="slots must be >= 1"):
         SlotCollate(collate, slots=0)
+
+
+def test_close_stops_workers_that_ignore_sigterm_while_the_iterator_is_still_held():
+    """A training loop stops at its last step with the loader's iterator unfinished; where a reference cycle
+    held it, its workers (deaf to SIGTERM, so that a scheduler's signal cannot kill them mid-step) outlived
+    the run and Python's exit waited for them for good.  close() stops them although the iterator is held."""
+    loader = SlotLoader(DataLoader(Items(), batch_size=4, collate_fn=SlotCollate(collate), num_workers=2,
+                                   worker_init_fn=_single_threaded_worker))
+    batches = iter(loader)
+    next(batches)  # the workers run
+    held = loader.iterator  # what a reference cycle would keep alive
+    workers = list(held._workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    os.kill(workers[0].pid, signal.SIGTERM)  # the control: torch's last resort, terminate(), is ignored
+    time.sleep(0.5)
+    assert workers[0].is_alive()
+    loader.close()
+    assert not any(w.is_alive() for w in workers) and loader.iterator is None
+    assert not [c for c in multiprocessing.active_children() if c.pid in {w.pid for w in workers}]
+    loader.close()  # twice: nothing left to stop

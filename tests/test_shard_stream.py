@@ -120,6 +120,7 @@ KILL_AFTER_STEP = textwrap.dedent("""
 def test_a_run_from_shards_killed_mid_epoch_reads_the_same_samples_after_resuming(tmp_path):
     """End to end: the same batches (``batch_digest``, the global batch's clips in slot order) and losses
     as an uninterrupted run, though the killed run streams with 2 loader workers and the other with none."""
+    import multiprocessing
     import os
     import signal
     import subprocess
@@ -144,6 +145,7 @@ def test_a_run_from_shards_killed_mid_epoch_reads_the_same_samples_after_resumin
     process = subprocess.run([sys.executable, "-c", script], env=os.environ.copy(), capture_output=True, text=True)
     assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
     pretrain(tiny_config(killed, dataset=str(shards), num_workers=2, **settings))
+    assert not multiprocessing.active_children()  # the loader's workers stopped with the run (SlotLoader.close)
     resumed = read_metrics(killed)
     assert [r["batch_digest"] for r in resumed] == [r["batch_digest"] for r in whole]
     assert [r["loss"] for r in resumed] == [r["loss"] for r in whole]

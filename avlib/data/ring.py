@@ -179,3 +179,24 @@ class SlotLoader:
         flag_view[message.slot] = 0  # copied out: the worker may write it again
         self.batches_in_slots += 1
         return batch
+
+    def close(self) -> None:
+        """Stop this pass's workers now.
+
+        Why: torch stops a DataLoader's workers when its iterator is freed, but a training loop that stops
+        at its last step leaves the iterator unfinished, and where a reference cycle holds it (measured: a
+        run whose corpus had a damaged file) it is freed only by a later garbage collection, or never:
+        at exit Python joins its child processes, and our workers ignore SIGTERM (a scheduler's signal to
+        the process group must not kill them mid-step), so torch's last resort, ``terminate()``, left the
+        process waiting for them for good.  Here the workers get torch's own shutdown (an end-of-work
+        message, then a join), and any still alive after it is killed."""
+        iterator, self.iterator, self.rings = self.iterator, None, {}
+        if iterator is None:
+            return
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's (private) orderly stop
+        if shutdown is not None:
+            shutdown()
+        for worker in getattr(iterator, "_workers", ()):
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=10)

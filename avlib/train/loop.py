@@ -565,6 +565,7 @@ def run_steps(t: Training, cache: DecodedCache, train_indices, start_step: int, 
                     raise Interrupted(step + 1, stop_signals.signum or signal.SIGTERM, Path(cfg.run_dir))
                 iteration_started = time.perf_counter()
     finally:
+        loader.close()  # its workers stop here, not whenever the iterator is freed (SlotLoader.close)
         if records is not None:
             records.close()
 
