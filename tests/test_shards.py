@@ -22,21 +22,23 @@ COLUMNS = ["path", "label", "split", "clip_id", "start", "end", "group"]
 
 
 def _write_clip(path, *, size=(48, 32), fps=10, seconds=2.0, audio=True, sr=22050, container="mp4",
-                audio_codec="aac", layout="stereo"):
-    """Frame k is uniformly grey 10k; the audio is silent but for a click at 0.5 s."""
+                audio_codec="aac", layout="stereo", video_codec="libx264", click_s=0.5, grey_step=10):
+    """Frame k is uniformly grey ``grey_step`` x k; the audio is silent but for a click at ``click_s``.  H.264 has one
+    keyframe (the first: x264's default keyint is 250 frames)."""
     with av.open(str(path), "w", format=container) as out:
-        video = out.add_stream("libx264", rate=fps)
+        video = out.add_stream(video_codec, rate=fps)
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
         if audio:
             sound = out.add_stream(audio_codec, rate=sr, layout=layout)
         for k in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 10 * k, np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), grey_step * k, np.uint8), format="rgb24")
             frame.pts = k
             out.mux(video.encode(frame))
         out.mux(video.encode())
         if audio:
             x = np.zeros((len(av.AudioLayout(layout).channels), int(seconds * sr)), np.float32)  # (C, S)
-            x[:, sr // 2: sr // 2 + 50] = 0.8
+            click = int(click_s * sr)
+            x[:, click: click + 50] = 0.8
             block = av.AudioFrame.from_ndarray(x, format="fltp", layout=layout)
             block.sample_rate, block.pts = sr, 0
             out.mux(sound.encode(block))
@@ -240,6 +242,31 @@ def test_pcm_audio_with_an_unordered_layout_is_re_encoded(tmp_path):
         assert container.streams.audio[0].codec_context.layout.name == "mono"
     clip = decode_clip(tmp_path / "out.mp4", fps=10, frame_size=16, sample_rate=16000)
     assert abs(np.argmax(np.abs(clip.audio) > 0.2) / 16000 - 0.5) < 0.005  # the click, on time
+
+
+@pytest.mark.parametrize("kind", [("mpegts", "libx264", "aac", "ts"), ("mpeg", "mpeg2video", "mp2", "mpg")],
+                         ids=["mpegts_one_keyframe", "mpeg_ps"])
+def test_a_span_of_an_mpeg_ts_or_ps_is_re_encoded_from_its_start(tmp_path, kind):
+    """MPEG-TS/PS seek by timestamps: in a TS whose only keyframe is its first frame, a seek to the span's
+    start decoded nothing ("re-encode failed: no video frame decoded").  Now the span's frames and its
+    click are where they were in the source."""
+    container, video_codec, audio_codec, ext = kind
+    _write_clip(tmp_path / f"clip.{ext}", container=container, video_codec=video_codec, audio_codec=audio_codec,
+                sr=48000, click_s=1.2, fps=25, grey_step=3, seconds=3.0)  # MPEG-2 has no 10 fps
+    (tmp_path / "m.csv").write_text(f"path,label,split,start,end\nclip.{ext},a,train,0.8,1.8\n")
+    with contextlib.redirect_stdout(io.StringIO()):
+        index = shards.write_shards(tmp_path / "m.csv", tmp_path / "re", progress=False, on_error="raise",
+                                    min_duration_s=1.0, reencode={"short_side": 16, "fps": 5, "keyframe_interval_s": 1})
+    (tmp_path / "out.mp4").write_bytes(shards.read_sample_bytes(tmp_path / "re", index, 0))
+    with av.open(str(tmp_path / f"clip.{ext}")) as source:
+        start = float(source.streams.video[0].start_time * source.streams.video[0].time_base)
+    clip = decode_clip(tmp_path / "out.mp4", fps=5, frame_size=16, sample_rate=16000)
+    # output frame k is time 0.8 + k / 5 of the container, i.e. source frame floor((0.8 + k / 5 - start) x 25)
+    expected = [3 * int(np.floor((0.8 + k / 5 - start) * 25 + 1e-6)) for k in range(5)]
+    np.testing.assert_allclose(clip.frames.mean((1, 2, 3)), expected, atol=4)
+    source = decode_clip(tmp_path / f"clip.{ext}", fps=5, frame_size=16, sample_rate=16000)
+    click = np.argmax(np.abs(source.audio) > 0.2) / 16000  # container time (codec delays included)
+    assert abs(np.argmax(np.abs(clip.audio) > 0.2) / 16000 - (click - 0.8)) < 0.005
 
 
 def test_a_file_that_fails_to_re_encode_is_skipped_and_reported(corpus, tmp_path, monkeypatch):

@@ -213,6 +213,27 @@ def _encodable_layout(layout) -> tuple[str, int]:
     return layout.name, channels
 
 
+def _decoded_after_seek(source, stream, cut: bool):
+    """``stream``'s frames from where the container was sought.  With ``cut`` (a seek past the start), the
+    packets that fail to decode before the first frame are skipped, as are frames re-emitted under the pts
+    of the one before: in an MPEG-PS the seek lands inside an MP2 frame (see avlib.data.window)."""
+    import av
+
+    decoded_any, last_pts = False, None
+    for packet in source.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            if cut and not decoded_any:
+                continue
+            raise
+        for frame in frames:
+            if frame.pts is not None and frame.pts == last_pts:
+                continue
+            decoded_any, last_pts = True, frame.pts
+            yield frame
+
+
 def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the short side ``short_side`` and the aspect kept, both even."""
     scale = short_side / min(width, height)
@@ -225,6 +246,8 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
 
     Raises av.FFmpegError or ValueError on a file that cannot be re-encoded."""
     import av
+
+    from avlib.data.window import UNINDEXED_FORMATS, UNINDEXED_SEEK_MARGIN_S  # (imported here: the pool workers that re-encode need it, the module does not)
 
     fps = settings["fps"]
     rate = Fraction(fps).limit_denominator(1001 * 1000)
@@ -247,8 +270,7 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
         layout, channels = _encodable_layout(audio_in.codec_context.layout)
         audio_out = out.add_stream("aac", rate=sample_rate, layout=layout)
 
-        if start > 0:
-            source.seek(int(start / video_in.time_base), stream=video_in, backward=True)
+        unindexed = source.format.name in UNINDEXED_FORMATS  # MPEG-TS/PS: seek a GOP early (avlib.data.window)
         written, held, held_scaled = 0, None, None
 
         def emit(frame) -> None:
@@ -261,13 +283,22 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
             out.mux(video_out.encode(picture))
             written += 1
 
-        for frame in source.decode(video_in):
-            if frame.time is None:
-                raise ValueError("a video frame without a timestamp")
-            while written < n_frames and targets[written] < frame.time - 1e-6:
-                emit(held if held is not None else frame)  # before the first frame: the first
-            held = frame
-            if written >= n_frames:
+        # where a seek finds no keyframe before the end (an MPEG-TS with a long GOP), nothing decodes and
+        # nothing was written: decode again from the start
+        for seek_s in ((max(0.0, start - (UNINDEXED_SEEK_MARGIN_S if unindexed else 0.0)), 0.0) if start > 0 else (0.0,)):
+            if seek_s > 0:
+                source.seek(int(seek_s / video_in.time_base), stream=video_in, backward=True)
+            else:
+                source.seek(0)
+            for frame in source.decode(video_in):
+                if frame.time is None:
+                    raise ValueError("a video frame without a timestamp")
+                while written < n_frames and targets[written] < frame.time - 1e-6:
+                    emit(held if held is not None else frame)  # before the first frame: the first
+                held = frame
+                if written >= n_frames:
+                    break
+            if held is not None:
                 break
         if held is None:
             raise ValueError("no video frame decoded")
@@ -277,8 +308,9 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
 
         total = int(round(span * sample_rate))
         sound = np.zeros((channels, total), np.float32)  # (C, S): sample n is time start + n / rate
-        source.seek(int(max(0.0, start - 0.5) / audio_in.time_base), stream=audio_in, backward=True)
-        for frame in source.decode(audio_in):
+        audio_from = max(0.0, start - 0.5)
+        source.seek(int(audio_from / audio_in.time_base), stream=audio_in, backward=True)
+        for frame in _decoded_after_seek(source, audio_in, cut=audio_from > 0):
             if frame.time is None:
                 raise ValueError("an audio frame without a timestamp")
             first = int(round((frame.time - start) * sample_rate))
