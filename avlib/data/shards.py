@@ -69,6 +69,7 @@ import numpy as np
 from avlib.data.cache import _pool_context
 from avlib.data.manifest import (VALID_SPLITS, Manifest, ManifestError, ValidationReport, load_manifest,
                                  no_rows_left, skip_reasons, skipped_rows_explanation, validate_manifest)
+from avlib.data.window import UNINDEXED_FORMATS, UNINDEXED_SEEK_MARGIN_S
 
 __all__ = ["SHARD_FORMAT", "SHARD_FORMAT_VERSION", "ShardError", "write_shards", "read_index",
            "read_sample_bytes", "main", "INDEX_NAME", "REENCODE_KEYS"]
@@ -247,8 +248,6 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
     Raises av.FFmpegError or ValueError on a file that cannot be re-encoded."""
     import av
 
-    from avlib.data.window import UNINDEXED_FORMATS, UNINDEXED_SEEK_MARGIN_S  # (imported here: the pool workers that re-encode need it, the module does not)
-
     fps = settings["fps"]
     rate = Fraction(fps).limit_denominator(1001 * 1000)
     n_frames = max(1, int(math.floor(seconds * fps + 1e-6)))  # never past the validated span
@@ -285,7 +284,8 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
 
         # where a seek finds no keyframe before the end (an MPEG-TS with a long GOP), nothing decodes and
         # nothing was written: decode again from the start
-        for seek_s in ((max(0.0, start - (UNINDEXED_SEEK_MARGIN_S if unindexed else 0.0)), 0.0) if start > 0 else (0.0,)):
+        first_seek_s = max(0.0, start - (UNINDEXED_SEEK_MARGIN_S if unindexed else 0.0))
+        for seek_s in ((first_seek_s, 0.0) if start > 0 else (0.0,)):
             if seek_s > 0:
                 source.seek(int(seek_s / video_in.time_base), stream=video_in, backward=True)
             else:
