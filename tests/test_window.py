@@ -433,3 +433,18 @@ def test_the_probe_names_the_missing_libraries(monkeypatch):
     assert problem.endswith("cannot load FFmpeg: missing system libraries: libavlib-absent.so.1 (libavlib-absent1)")
     if LIBAVCODEC.exists():  # present libraries are not listed
         assert "libavcodec.so.59" not in problem
+
+
+def test_mpeg_transport_and_program_streams_are_told_by_their_first_bytes(tmp_path):
+    """The torchcodec backend hands these to PyAV (see the test above); every other container stays with it."""
+    packet = bytes([0x47]) + bytes(187)
+    assert window._unindexed_mpeg(packet * 3)  # MPEG-TS: a sync byte every 188 bytes
+    assert window._unindexed_mpeg((bytes(4) + packet) * 3)  # M2TS: a 4-byte timecode before each packet
+    assert window._unindexed_mpeg(b"\x00\x00\x01\xba" + bytes(396))  # MPEG-PS: a pack header
+    (tmp_path / "clip.ts").write_bytes(packet * 3)
+    assert window._unindexed_mpeg(tmp_path / "clip.ts") and window._unindexed_mpeg(str(tmp_path / "clip.ts"))
+    # controls: an MP4, a Matroska file, one TS packet alone, a missing file (torchcodec names it)
+    assert not window._unindexed_mpeg(b"\x00\x00\x00\x18ftypmp42" + bytes(388))
+    assert not window._unindexed_mpeg(b"\x1a\x45\xdf\xa3" + bytes(396))
+    assert not window._unindexed_mpeg(packet)
+    assert not window._unindexed_mpeg(tmp_path / "missing.ts")
