@@ -69,7 +69,7 @@ import numpy as np
 from avlib.data.cache import _pool_context
 from avlib.data.manifest import (VALID_SPLITS, Manifest, ManifestError, ValidationReport, load_manifest,
                                  no_rows_left, skip_reasons, skipped_rows_explanation, validate_manifest)
-from avlib.data.window import UNINDEXED_FORMATS, UNINDEXED_SEEK_MARGIN_S
+from avlib.data.window import UNINDEXED_FORMATS, UNINDEXED_SEEK_MARGIN_S, decoded_after_seek
 
 __all__ = ["SHARD_FORMAT", "SHARD_FORMAT_VERSION", "ShardError", "write_shards", "read_index",
            "read_sample_bytes", "main", "INDEX_NAME", "REENCODE_KEYS"]
@@ -214,27 +214,6 @@ def _encodable_layout(layout) -> tuple[str, int]:
     return layout.name, channels
 
 
-def _decoded_after_seek(source, stream, cut: bool):
-    """``stream``'s frames from where the container was sought.  With ``cut`` (a seek past the start), the
-    packets that fail to decode before the first frame are skipped, as are frames re-emitted under the pts
-    of the one before: in an MPEG-PS the seek lands inside an MP2 frame (see avlib.data.window)."""
-    import av
-
-    decoded_any, last_pts = False, None
-    for packet in source.demux(stream):
-        try:
-            frames = packet.decode()
-        except av.error.InvalidDataError:
-            if cut and not decoded_any:
-                continue
-            raise
-        for frame in frames:
-            if frame.pts is not None and frame.pts == last_pts:
-                continue
-            decoded_any, last_pts = True, frame.pts
-            yield frame
-
-
 def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the short side ``short_side`` and the aspect kept, both even."""
     scale = short_side / min(width, height)
@@ -310,7 +289,7 @@ def _reencode_file(path: Path, start: float, seconds: float, settings: dict, tar
         sound = np.zeros((channels, total), np.float32)  # (C, S): sample n is time start + n / rate
         audio_from = max(0.0, start - 0.5)
         source.seek(int(audio_from / audio_in.time_base), stream=audio_in, backward=True)
-        for frame in _decoded_after_seek(source, audio_in, cut=audio_from > 0):
+        for frame in decoded_after_seek(source, audio_in, cut=audio_from > 0):
             if frame.time is None:
                 raise ValueError("an audio frame without a timestamp")
             first = int(round((frame.time - start) * sample_rate))

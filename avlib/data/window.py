@@ -48,6 +48,7 @@ start, and stops decoding once the window is filled.
 from __future__ import annotations
 
 import ctypes
+import functools
 import io
 import math
 import os
@@ -312,35 +313,20 @@ def _pyav_audio(container, name: str, audio_start_s: float, num_samples: int, sa
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     chunks: list[np.ndarray] = []
     grid_t0: float | None = None  # time of the first input sample fed: a common grid point
-    done = False
-    last_pts = None
     try:
-        for packet in container.demux(astream):
-            try:
-                decoded = packet.decode()
-            except av.error.InvalidDataError:
-                if grid_t0 is None and from_s > 0:
-                    continue  # a seek without an index (MPEG-PS/TS) lands inside a frame: the next packet starts one
-                raise
-            for frame in decoded:
-                if frame.time is not None and frame.time > stop_s + AUDIO_POSTROLL_S:
-                    done = True  # the resampler's output already covers the window
-                    break
-                if frame.pts is not None and frame.pts == last_pts:
-                    continue  # re-emitted under the same pts after a seek cut into a frame (MPEG-PS): 1152 samples too many
-                last_pts = frame.pts
-                if grid_t0 is None:
-                    first = int(round((frame.time or 0.0) * in_rate))  # the frame's first input sample
-                    skip = (-first) % align  # input samples to the next common grid point
-                    if skip >= frame.samples:
-                        continue  # the grid point is in a later frame
-                    if skip:
-                        frame = _drop_front(frame, skip)
-                    grid_t0 = (first + skip) / in_rate
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))  # (n,) mono
-            if done:
-                break
+        for frame in decoded_after_seek(container, astream, cut=from_s > 0):
+            if frame.time is not None and frame.time > stop_s + AUDIO_POSTROLL_S:
+                break  # the resampler's output already covers the window
+            if grid_t0 is None:
+                first = int(round((frame.time or 0.0) * in_rate))  # the frame's first input sample
+                skip = (-first) % align  # input samples to the next common grid point
+                if skip >= frame.samples:
+                    continue  # the grid point is in a later frame
+                if skip:
+                    frame = _drop_front(frame, skip)
+                grid_t0 = (first + skip) / in_rate
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))  # (n,) mono
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as exc:
@@ -354,6 +340,29 @@ def _pyav_audio(container, name: str, audio_start_s: float, num_samples: int, sa
     else:
         audio = audio[-offset:]
     return _fit_audio(name, audio, num_samples, sample_rate, fps, audio_start_s, ends_s)
+
+
+def decoded_after_seek(container, stream, cut: bool):
+    """``stream``'s decoded frames from where ``container`` was sought.
+
+    With ``cut`` (the seek went past the start): a container without an index (MPEG-PS/TS) lands inside
+    a frame, so the packets that fail to decode before the first frame are skipped; and a frame the
+    decoder re-emits under the pts of the one before (measured in an MPEG-PS: 1152 samples too many,
+    the window 3 samples late) is dropped.  Used by this module's PyAV backend and by the shard
+    re-encoder."""
+    decoded_any, last_pts = False, None
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            if cut and not decoded_any:
+                continue
+            raise
+        for frame in frames:
+            if frame.pts is not None and frame.pts == last_pts:
+                continue
+            decoded_any, last_pts = True, frame.pts
+            yield frame
 
 
 def _drop_front(frame: av.AudioFrame, skip: int) -> av.AudioFrame:
@@ -492,13 +501,22 @@ def _unindexed_mpeg(source) -> bool:
     both right (``_NOTHING_DECODED``, and the audio packets a seek cuts are skipped), so the
     torchcodec backend hands them to it."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        head = bytes(source[:400])
-    else:
-        try:
-            with open(source, "rb") as handle:
-                head = handle.read(400)
-        except OSError:
-            return False  # torchcodec names a missing or unreadable file
+        return _is_unindexed_mpeg_head(bytes(source[:400]))
+    return _unindexed_mpeg_file(str(source))
+
+
+@functools.lru_cache(maxsize=65536)
+def _unindexed_mpeg_file(path: str) -> bool:
+    """:func:`_unindexed_mpeg` of a file, read once per worker (a training worker decodes its windows
+    from the same files epoch after epoch)."""
+    try:
+        with open(path, "rb") as handle:
+            return _is_unindexed_mpeg_head(handle.read(400))
+    except OSError:
+        return False  # torchcodec names a missing or unreadable file
+
+
+def _is_unindexed_mpeg_head(head: bytes) -> bool:
     if head[:4] == b"\x00\x00\x01\xba":
         return True
     return any(len(head) > offset + 2 * packet and all(head[offset + k * packet] == 0x47 for k in range(3))
